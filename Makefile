@@ -1,0 +1,38 @@
+# The README's two commands. Each does its own set-up on a fresh machine: a local virtual
+# environment with the CPU build of torch 2.13.0 installed FIRST (so nothing pulls CUDA wheels),
+# then this project and its extras. torchvision / timm / open-clip are never installed; the
+# set-up fails if anything brought them in.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROMPT ?= a red cube
+ARGS ?=
+
+.PHONY: setup demo test test-slow bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q torch==2.13.0
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,sweep]'
+	$(PY) scripts/check_env.py
+	touch $@
+
+setup: $(VENV)/.installed
+
+# 1. The toy-world text-to-3D demo: train, turntable video, textured mesh, scores vs. the truth.
+demo: setup
+	$(PY) launch.py --config-name dreamfusion-toy system.prompt="$(PROMPT)" $(ARGS)
+
+# 2. The test suite (fast tests; `make test-slow` runs the long ones).
+test: setup
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+bench: setup
+	$(PY) benchmarks/dreamfusion_toy.py
+	$(PY) benchmarks/hash_grid.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,166 @@
+"""The LightningModule every method builds on.
+
+A system composes its parts (geometry, material, background, renderer, prompt processor,
+guidance) and says how one step renders and which loss terms it produces. This base class
+does the rest the same way for every method:
+
+- calls `update_step(step)` on every owned component, explicitly, before each step;
+- sums `lambda_<name>(step) * loss_<name>` (framework.loss_weights) and logs every term;
+- builds the optimizer from config (framework.optim);
+- saves validation images, the test turntable video, and exports the textured mesh, then
+  scores it when the system has an evaluator (the toy world).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from framework.interfaces import Component, Evaluator, Mesh
+from framework.loss_weights import LossWeights
+from framework.optim import OptimizerConfig, build_optimizer
+
+
+@dataclass
+class ExportConfig:
+    texture_size: int = 1024
+    """Side of the baked albedo texture in texels."""
+    glb: bool = True
+
+
+@dataclass
+class BaseSystemConfig:
+    loss: Dict[str, Any] = field(default_factory=dict)
+    """lambda_<term>: Schedule for each loss term (framework.schedule)."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    evaluator: Any = None
+    """Scores the exported mesh against a known truth (toy world), or null."""
+
+
+class BaseSystem(pl.LightningModule):
+    def __init__(self, cfg: BaseSystemConfig, run_dir: str | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(".")
+        self._test_frames: list[np.ndarray] = []
+        self.metrics: dict[str, float] = {}
+
+    # ---- what a method provides -------------------------------------------------------------
+    def owned_components(self) -> list[Component]:
+        """Every component whose `update_step` must be called each training step."""
+        raise NotImplementedError
+
+    def producible_losses(self) -> list[str]:
+        """Names of every loss term this system can produce (without the loss_ prefix)."""
+        raise NotImplementedError
+
+    def render(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def compute_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """{loss_<name>: scalar} for one training batch, given the render `out`."""
+        raise NotImplementedError
+
+    def export_mesh(self) -> tuple[Mesh, Callable[[Tensor], Tensor]]:
+        """The mesh to export and its albedo function (points (N, 3) -> (N, 3) in [0, 1])."""
+        raise NotImplementedError
+
+    @property
+    def evaluator(self) -> Optional[Evaluator]:
+        return None
+
+    # ---- shared machinery --------------------------------------------------------------------
+    def setup_losses(self) -> None:
+        self.loss_weights = LossWeights(self.cfg.loss, self.producible_losses())
+
+    @property
+    def save_dir(self) -> Path:
+        return self.run_dir / "save"
+
+    def configure_optimizers(self):
+        return build_optimizer(self, self.cfg.optimizer)
+
+    def update_step(self, step: int) -> None:
+        for component in self.owned_components():
+            component.update_step(step)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "update_step"):
+            datamodule.update_step(self.global_step)
+        self.update_step(self.global_step)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        out = self.render(batch)
+        losses = self.compute_losses(batch, out)
+        total, logged = self.loss_weights.combine(losses, self.global_step)
+        for key, value in logged.items():
+            self.log(f"train/{key}", value, prog_bar=key.startswith("loss_"), on_step=True, on_epoch=False)
+        self.log("train/loss", total.detach(), prog_bar=False, on_step=True, on_epoch=False)
+        return total
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.render(batch)
+        if self.trainer.sanity_checking:
+            return
+        self._save_image(f"it{self.global_step}-val-{batch['index']}.png", self._visual(out))
+
+    @torch.no_grad()
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.render(batch)
+        frame = self._visual(out)
+        self._test_frames.append(frame)
+        self._save_image(f"it{self.global_step}-test/{batch['index']:04d}.png", frame)
+
+    def on_test_epoch_start(self) -> None:
+        self._test_frames = []
+
+    def on_test_epoch_end(self) -> None:
+        from framework.video import write_video
+
+        if self._test_frames and self.trainer.is_global_zero:
+            path = self.save_dir / f"it{self.global_step}-test.mp4"
+            write_video(self._test_frames, path, fps=30)
+        self._test_frames = []
+
+    def _visual(self, out: dict[str, Tensor]) -> np.ndarray:
+        """RGB | normal | opacity side by side, (H, 3W, 3) float in [0, 1]."""
+        from framework.video import image_grid
+
+        panels = [out["comp_rgb"][0]]
+        if "comp_normal" in out:
+            panels.append(out["comp_normal"][0])
+        panels.append(out["opacity"][0].expand(-1, -1, 3))
+        return image_grid([p.detach().float().clamp(0, 1).cpu().numpy() for p in panels])
+
+    def _save_image(self, name: str, image: np.ndarray) -> None:
+        from framework.video import save_image
+
+        if self.trainer is not None and not self.trainer.is_global_zero:
+            return
+        path = self.save_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(path, image)
+
+    @torch.no_grad()
+    def export(self) -> dict[str, float]:
+        """Export the textured mesh to save/export/; score it when an evaluator exists (the runner saves the scores)."""
+        from framework.export import export_textured_mesh
+
+        export_dir = self.save_dir / "export"
+        mesh, albedo_fn = self.export_mesh()
+        export_textured_mesh(
+            mesh, albedo_fn, export_dir, texture_size=self.cfg.export.texture_size, glb=self.cfg.export.glb
+        )
+        metrics: dict[str, float] = {"n_vertices": float(mesh.vertices.shape[0]), "n_faces": float(mesh.n_faces)}
+        if self.evaluator is not None:
+            metrics.update(self.evaluator.evaluate(str(export_dir)))
+        self.metrics = metrics
+        return metrics

@@ -1,0 +1,35 @@
+"""Lightning callbacks every run uses: the config snapshot and a progress bar with the losses."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import TQDMProgressBar
+
+
+class ConfigSnapshot(pl.Callback):
+    """Writes the composed config (interpolations resolved) to <run>/configs/parsed.yaml.
+
+    Hydra itself stores the config as composed (config.yaml), the overrides and its own settings
+    in the same folder.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: str):
+        self.cfg = cfg
+        self.path = Path(run_dir) / "configs" / "parsed.yaml"
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.cfg, self.path, resolve=True)
+
+
+class LossProgressBar(TQDMProgressBar):
+    """tqdm bar (it/s is tqdm's own rate) showing the loss terms with short names."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return {k.replace("train/", ""): (f"{v:.3g}" if isinstance(v, float) else v) for k, v in metrics.items()}

@@ -1,0 +1,67 @@
+"""Typed component configs and how components are built from them.
+
+Every component has a config dataclass just above its class, with a `_target_` naming the
+class. The dataclass is stored in Hydra's ConfigStore as `schema/<group>/<name>`
+(`systems/schemas.py` lists them all) and each YAML option extends its schema, so Hydra checks
+keys and types while composing, before anything heavy runs:
+
+    # configs/system/geometry/implicit-volume.yaml
+    defaults:
+      - /schema/geometry/implicit-volume@_here_
+      - _self_
+    radius: 1.0
+
+Runtime wiring is by arguments: `instantiate(cfg.renderer, geometry=g, material=m, background=b)`
+calls `Renderer(cfg, geometry=g, material=m, background=b)` with `cfg` the typed dataclass.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+
+class UserError(Exception):
+    """A problem with the user's input (config, prompt, files, weights); the message names the
+    problem and the fix. launch.py prints it without a traceback."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration problem, with the key and the fix in its message."""
+
+
+def to_dataclass(node: Any) -> Any:
+    """A config node -> its typed dataclass (a dataclass passes through)."""
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return node
+    if isinstance(node, DictConfig):
+        if OmegaConf.get_type(node) in (dict, None):
+            return node  # untyped: the class reads it as a DictConfig
+        return OmegaConf.to_object(node)
+    raise ConfigError(f"expected a config node with a _target_, got {type(node).__name__}: {node!r}")
+
+
+def instantiate(node: Any, **runtime: Any) -> Any:
+    """Build the component a config node names: `Target(cfg, **runtime)`."""
+    if node is None:
+        return None
+    target = node._target_ if hasattr(node, "_target_") else None
+    if not target:
+        raise ConfigError(f"config node has no _target_: {node!r}")
+    cls = get_class(target)
+    return cls(to_dataclass(node), **runtime)
+
+
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """Dotted names of every required (`???`) value not set."""
+    return sorted(OmegaConf.missing_keys(cfg))
+
+
+def check_missing(cfg: DictConfig) -> None:
+    missing = missing_keys(cfg)
+    if missing:
+        names = ", ".join(missing)
+        example = " ".join(f'{k}=...' for k in missing)
+        raise ConfigError(f"required config values are not set: {names}. Set them on the command line, e.g. {example}")

@@ -1,0 +1,207 @@
+"""Random cameras around the object for training, turntables for validation and test.
+
+Sampling follows threestudio's RandomCameraDataModule so published configs mean the same here:
+elevation half the time uniform in degrees and half uniform on the sphere; azimuth stratified
+across the batch (`batch_uniform_azimuth`); distance and fovy uniform; optional perturbation of
+the camera position, look-at centre and up vector; light positions by one of three strategies.
+All camera maths comes from `framework.cameras`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from framework import cameras
+
+LIGHT_STRATEGIES = ("dreamfusion", "magic3d", "headlight")
+
+
+@dataclass
+class RandomCameraDataConfig:
+    _target_: str = "framework.data.random_camera.RandomCameraDataModule"
+    height: Any = 64
+    """Training render height: an int, or a list used with `resolution_milestones`."""
+    width: Any = 64
+    resolution_milestones: List[int] = field(default_factory=list)
+    """Steps at which height/width move to their next list entry (threestudio's convention)."""
+    batch_size: int = 1
+    elevation_range: List[float] = field(default_factory=lambda: [-10.0, 90.0])
+    azimuth_range: List[float] = field(default_factory=lambda: [-180.0, 180.0])
+    camera_distance_range: List[float] = field(default_factory=lambda: [1.0, 1.5])
+    fovy_range: List[float] = field(default_factory=lambda: [40.0, 70.0])
+    camera_perturb: float = 0.1
+    center_perturb: float = 0.2
+    up_perturb: float = 0.02
+    light_sample_strategy: str = "dreamfusion"
+    """dreamfusion: near the camera direction; magic3d: random in the camera's hemisphere; headlight: at the camera."""
+    light_position_perturb: float = 1.0
+    light_distance_range: List[float] = field(default_factory=lambda: [0.8, 1.5])
+    batch_uniform_azimuth: bool = True
+    eval_height: int = 512
+    eval_width: int = 512
+    eval_elevation_deg: float = 15.0
+    eval_camera_distance: float = 1.5
+    eval_fovy_deg: float = 70.0
+    n_val_views: int = 1
+    n_test_views: int = 120
+    seed: Optional[int] = None
+    """Seed of the camera sampler; None follows the global seed."""
+
+
+def _resolution_at(value: Any, milestones: List[int], step: int) -> int:
+    if isinstance(value, int):
+        return value
+    values = list(value)
+    if len(values) != len(milestones) + 1:
+        raise ValueError(f"height/width lists need len(resolution_milestones) + 1 entries, got {values} and {milestones}")
+    index = sum(step >= m for m in milestones)
+    return int(values[index])
+
+
+class RandomCameraIterableDataset(IterableDataset):
+    """An endless stream of camera batches (already batched: use with batch_size=None)."""
+
+    def __init__(self, cfg: RandomCameraDataConfig):
+        if cfg.light_sample_strategy not in LIGHT_STRATEGIES:
+            raise ValueError(f"light_sample_strategy {cfg.light_sample_strategy!r} is not one of {LIGHT_STRATEGIES}")
+        self.cfg = cfg
+        self.step = 0
+        self.generator = torch.Generator()
+        if cfg.seed is not None:
+            self.generator.manual_seed(cfg.seed)
+        else:
+            self.generator.manual_seed(torch.initial_seed() % (2**63))
+
+    def update_step(self, global_step: int) -> None:
+        self.step = global_step
+
+    def __iter__(self):
+        while True:
+            yield self.sample()
+
+    def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator) * (high - low) + low
+
+    def sample(self) -> dict[str, Any]:
+        cfg, n = self.cfg, self.cfg.batch_size
+        height = _resolution_at(cfg.height, cfg.resolution_milestones, self.step)
+        width = _resolution_at(cfg.width, cfg.resolution_milestones, self.step)
+        elevation = self._sample_elevation(n)
+        azimuth = self._sample_azimuth(n)
+        distance = self._uniform(n, *cfg.camera_distance_range)
+        fovy = torch.deg2rad(self._uniform(n, *cfg.fovy_range))
+
+        position = cameras.spherical_to_cartesian(elevation, azimuth, distance)
+        position = position + torch.randn(n, 3, generator=self.generator) * cfg.camera_perturb
+        center = torch.randn(n, 3, generator=self.generator) * cfg.center_perturb
+        up = torch.tensor([0.0, 0.0, 1.0]) + torch.randn(n, 3, generator=self.generator) * cfg.up_perturb
+        c2w = cameras.look_at(position, center, up)
+        light = self._sample_light(position)
+        rays_o, rays_d = cameras.get_rays(c2w, fovy, height, width)
+        return {
+            "c2w": c2w,
+            "fovy": fovy,
+            "elevation": elevation,
+            "azimuth": azimuth,
+            "distance": distance,
+            "camera_position": position,
+            "light_position": light,
+            "rays_o": rays_o,
+            "rays_d": rays_d,
+            "height": height,
+            "width": width,
+        }
+
+    def _sample_elevation(self, n: int) -> torch.Tensor:
+        low, high = self.cfg.elevation_range
+        if torch.rand(1, generator=self.generator).item() < 0.5:
+            return self._uniform(n, low, high)  # uniform in degrees (more views near the poles)
+        # uniform on the sphere: sin(elevation) uniform between the range's sines
+        s = self._uniform(n, math.sin(math.radians(low)), math.sin(math.radians(high)))
+        return torch.rad2deg(torch.asin(s.clamp(-1.0, 1.0)))
+
+    def _sample_azimuth(self, n: int) -> torch.Tensor:
+        low, high = self.cfg.azimuth_range
+        if self.cfg.batch_uniform_azimuth:
+            # one azimuth per equal slice of the range: a batch always sees the object all round
+            u = (torch.rand(n, generator=self.generator) + torch.arange(n)) / n
+        else:
+            u = torch.rand(n, generator=self.generator)
+        return u * (high - low) + low
+
+    def _sample_light(self, position: torch.Tensor) -> torch.Tensor:
+        cfg, n = self.cfg, position.shape[0]
+        if cfg.light_sample_strategy == "headlight":
+            return position.clone()
+        distance = self._uniform(n, *cfg.light_distance_range)[:, None]
+        if cfg.light_sample_strategy == "dreamfusion":
+            noise = torch.randn(n, 3, generator=self.generator) * cfg.light_position_perturb
+            direction = F.normalize(position + noise, dim=-1)
+            return direction * distance
+        # magic3d: a random direction within the hemisphere facing the camera
+        view = F.normalize(position, dim=-1)
+        local = F.normalize(torch.randn(n, 3, generator=self.generator), dim=-1)
+        local = torch.where((local * view).sum(-1, keepdim=True) < 0, -local, local)
+        return local * distance
+
+
+class TurntableDataset(Dataset):
+    """Evenly spaced views around the object at the evaluation camera."""
+
+    def __init__(self, cfg: RandomCameraDataConfig, n_views: int):
+        self.cfg = cfg
+        self.views = cameras.turntable(n_views, cfg.eval_elevation_deg, cfg.eval_camera_distance, cfg.eval_fovy_deg)
+        self.n_views = n_views
+
+    def __len__(self) -> int:
+        return self.n_views
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        cfg = self.cfg
+        c2w = self.views["c2w"][index : index + 1]
+        fovy = self.views["fovy"][index : index + 1]
+        rays_o, rays_d = cameras.get_rays(c2w, fovy, cfg.eval_height, cfg.eval_width)
+        position = c2w[:, :3, 3]
+        light = position.clone() if cfg.light_sample_strategy == "headlight" else F.normalize(position, dim=-1) * 1.5
+        return {
+            "index": index,
+            "c2w": c2w,
+            "fovy": fovy,
+            "elevation": self.views["elevation"][index : index + 1],
+            "azimuth": self.views["azimuth"][index : index + 1],
+            "distance": self.views["distance"][index : index + 1],
+            "camera_position": position,
+            "light_position": light,
+            "rays_o": rays_o,
+            "rays_d": rays_d,
+            "height": cfg.eval_height,
+            "width": cfg.eval_width,
+        }
+
+
+class RandomCameraDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: RandomCameraDataConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.train_dataset = RandomCameraIterableDataset(cfg)
+
+    def update_step(self, global_step: int) -> None:
+        self.train_dataset.update_step(global_step)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_dataset, batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TurntableDataset(self.cfg, self.cfg.n_val_views), batch_size=None, num_workers=0)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(TurntableDataset(self.cfg, self.cfg.n_test_views), batch_size=None, num_workers=0)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

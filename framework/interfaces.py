@@ -1,0 +1,144 @@
+"""The interfaces `models/` fills and `systems/` composes.
+
+`framework/` never imports `models/` or `systems/`; it states here what they provide. Each is a
+small base class (an `nn.Module` with `update_step`) documenting the shapes that cross it.
+
+The camera batch (what the data module yields and every component may read) is a dict:
+
+    c2w              (B, 4, 4)  OpenGL camera-to-world (framework.cameras)
+    fovy             (B,)       vertical field of view, radians
+    elevation        (B,)       degrees
+    azimuth          (B,)       degrees, in [-180, 180)
+    distance         (B,)       camera distance to the origin
+    camera_position  (B, 3)
+    light_position   (B, 3)
+    rays_o, rays_d   (B, H, W, 3) world-space rays, unit directions
+    height, width    int
+
+Images crossing module boundaries are float32 (B, H, W, C) in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class Component(nn.Module):
+    """Anything a system owns. The system calls `update_step` explicitly every training step."""
+
+    def update_step(self, global_step: int) -> None:  # noqa: B027 - optional hook
+        """React to the training step (schedules, progressive levels). Default: nothing."""
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh in world coordinates (+z up)."""
+
+    vertices: Tensor  # (V, 3) float
+    faces: Tensor  # (F, 3) long
+
+    @property
+    def n_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+
+class Geometry(Component):
+    """An implicit field over points in the bounding box [-radius, radius]^3."""
+
+    radius: float
+
+    def forward(self, points: Tensor, output_normal: bool = False) -> dict[str, Tensor]:
+        """points (N, 3) -> {"density": (N, 1), "features": (N, F), "normal": (N, 3) if asked}"""
+        raise NotImplementedError
+
+    def forward_density(self, points: Tensor) -> Tensor:
+        """points (N, 3) -> density (N, 1), without features or normals (cheap path)."""
+        raise NotImplementedError
+
+    def isosurface(self) -> Mesh:
+        """The surface of the field as a mesh (for export and scoring)."""
+        raise NotImplementedError
+
+    def export_features(self, points: Tensor) -> Tensor:
+        """points (N, 3) -> the features (N, F) a material turns into albedo for baking."""
+        return self.forward(points)["features"]
+
+
+class Material(Component):
+    """Turns geometry features into colour."""
+
+    requires_normal: bool = False
+
+    def forward(
+        self,
+        features: Tensor,  # (N, F)
+        viewdirs: Tensor,  # (N, 3) unit, from camera towards the point
+        positions: Tensor,  # (N, 3)
+        light_positions: Tensor,  # (N, 3)
+        shading_normal: Tensor | None = None,  # (N, 3) unit
+    ) -> Tensor:  # (N, 3) in [0, 1]
+        raise NotImplementedError
+
+    def albedo(self, features: Tensor) -> Tensor:
+        """features (N, F) -> albedo (N, 3) in [0, 1]: what export bakes into the texture."""
+        raise NotImplementedError
+
+
+class Background(Component):
+    def forward(self, dirs: Tensor) -> Tensor:
+        """dirs (B, H, W, 3) unit view directions -> colour (B, H, W, 3) in [0, 1]"""
+        raise NotImplementedError
+
+
+class Renderer(Component):
+    """Renders geometry + material + background for a camera batch.
+
+    Returns at least: comp_rgb (B, H, W, 3), comp_rgb_fg (B, H, W, 3), comp_rgb_bg (B, H, W, 3),
+    opacity (B, H, W, 1), depth (B, H, W, 1), comp_normal (B, H, W, 3) in [0, 1]; and in
+    training, per-sample `weights` (S, 1), `normal` (S, 3), `t_dirs` (S, 3) for the
+    orientation loss (S = samples actually evaluated).
+    """
+
+    def forward(
+        self,
+        rays_o: Tensor,  # (B, H, W, 3)
+        rays_d: Tensor,  # (B, H, W, 3)
+        light_positions: Tensor,  # (B, 3)
+        bg_color: Tensor | None = None,  # (B, H, W, 3) or (3,), overrides the background
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+class PromptProcessor(Component):
+    """Turns the prompt into whatever the guidance conditions on (text embeddings, a toy scene)."""
+
+    def forward(self) -> Any:
+        raise NotImplementedError
+
+
+class Guidance(Component):
+    """A frozen prior plus a distillation rule; returns named losses `loss_<name>`.
+
+    `loss_names` lists the names it can return, so the system can check its `lambda_<name>`
+    weights before training starts.
+    """
+
+    loss_names: tuple[str, ...] = ()
+
+    def forward(self, rgb: Tensor, condition: Any, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """rgb (B, H, W, 3) in [0, 1] with gradients -> {"loss_<name>": scalar, ...}"""
+        raise NotImplementedError
+
+
+class Evaluator:
+    """Scores an exported mesh against a known truth (the toy world). Optional per system."""
+
+    def evaluate(self, export_dir: str) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def to_device_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}

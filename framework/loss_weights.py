@@ -1,0 +1,69 @@
+"""Loss weights: `lambda_<name>` schedules multiplying the `loss_<name>` terms a step produces.
+
+Every term a guidance or regulariser returns must have a weight, and every weight must name a
+term something can produce: both mistakes are configuration errors that name the key, raised
+before training starts where possible (DESIGN.md: unknown or missing weights are an error).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from framework.config import ConfigError, UserError
+from framework.schedule import Schedule
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """A loss term became NaN or infinite."""
+
+
+class LossWeights:
+    def __init__(self, weights: Mapping[str, Any], producible: Iterable[str]):
+        producible = set(producible)
+        self.schedules: dict[str, Schedule] = {}
+        for key, spec in weights.items():
+            if not key.startswith("lambda_"):
+                raise ConfigError(f"system.loss.{key}: loss weights are named lambda_<term>, e.g. lambda_sds")
+            name = key[len("lambda_") :]
+            if name not in producible:
+                raise ConfigError(
+                    f"system.loss.{key}: no part of this system produces loss_{name}. "
+                    f"Known terms: {', '.join(sorted('lambda_' + n for n in producible))}"
+                )
+            self.schedules[name] = Schedule.parse(spec, name=f"system.loss.{key}")
+
+    def weight(self, name: str, step: int) -> float:
+        if name not in self.schedules:
+            raise ConfigError(f"loss_{name} was produced but system.loss.lambda_{name} is not set; add it (0 disables)")
+        return self.schedules[name](step)
+
+    def active(self, name: str) -> bool:
+        """Whether a regulariser is worth computing at all (its weight is not always zero)."""
+        return name in self.schedules and not self.schedules[name].is_zero
+
+    def combine(self, losses: Mapping[str, Tensor], step: int) -> tuple[Tensor, dict[str, float]]:
+        """sum_name lambda_name(step) * loss_name -> (total, {name: value, lambda_name: weight})."""
+        total: Tensor | None = None
+        logged: dict[str, float] = {}
+        bad = []
+        for key, value in losses.items():
+            name = key[len("loss_") :]
+            w = self.weight(name, step)
+            if not torch.isfinite(value).all():
+                bad.append(key)
+            logged[key] = float(value.detach())
+            logged[f"lambda_{name}"] = w
+            if w != 0.0:
+                total = value * w if total is None else total + value * w
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step}: {', '.join(bad)} = "
+                f"{', '.join(str(logged[b]) for b in bad)}. Try a lower learning rate, a smaller "
+                "guidance scale, or system.guidance.grad_clip; the checkpoints already written are kept."
+            )
+        if total is None:
+            raise ConfigError(f"every loss weight is zero at step {step}: nothing to optimise")
+        return total, logged

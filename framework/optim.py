@@ -1,0 +1,53 @@
+"""Optimizers from config: a torch.optim class by name, parameter groups by module prefix."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+from framework.config import ConfigError
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "Adam"
+    """A class of torch.optim (Adam, AdamW, Adamax, SGD, ...)."""
+    lr: float = 0.01
+    """Learning rate of every trainable parameter no entry of `params` claims."""
+    args: Dict[str, Any] = field(default_factory=lambda: {"betas": [0.9, 0.99], "eps": 1.0e-15})
+    params: Dict[str, Any] = field(default_factory=dict)
+    """Module-name prefix -> group options, e.g. {geometry.encoding: {lr: 0.01}, background: {lr: 0.001}}.
+    The longest matching prefix wins."""
+
+
+def build_optimizer(module: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if not hasattr(torch.optim, cfg.name):
+        raise ConfigError(f"system.optimizer.name: torch.optim has no optimizer {cfg.name!r}")
+    prefixes = sorted(cfg.params, key=len, reverse=True)
+    groups: dict[str, list[nn.Parameter]] = {p: [] for p in prefixes}
+    default: list[nn.Parameter] = []
+    matched: set[str] = set()
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        prefix = next((p for p in prefixes if name == p or name.startswith(p + ".")), None)
+        if prefix is None:
+            default.append(param)
+        else:
+            groups[prefix].append(param)
+            matched.add(prefix)
+    unknown = [p for p in prefixes if p not in matched]
+    if unknown:
+        raise ConfigError(
+            f"system.optimizer.params: no trainable parameters under {unknown}. "
+            f"Top-level modules: {sorted({n.split('.')[0] for n, _ in module.named_parameters()})}"
+        )
+    param_groups = [{"params": groups[p], "name": p, **dict(cfg.params[p])} for p in prefixes]
+    if default:
+        param_groups.append({"params": default, "name": "default"})
+    args = dict(cfg.args)
+    if "betas" in args:
+        args["betas"] = tuple(args["betas"])
+    return getattr(torch.optim, cfg.name)(param_groups, lr=cfg.lr, **args)

@@ -1,0 +1,68 @@
+"""The top-level config of a run: what `python launch.py --config-name <method>` composes.
+
+A method YAML (configs/<method>.yaml) extends this schema, so a misspelt top-level key or a
+value of the wrong type is reported by Hydra while composing, with its full dotted name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+MODES = ("train", "validate", "test", "export")
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of pytorch_lightning.Trainer that runs use (see its documentation)."""
+
+    max_steps: int = 10000
+    val_check_interval: int = 200
+    """Validate (save turntable stills) every this many steps."""
+    log_every_n_steps: int = 1
+    num_sanity_val_steps: int = 0
+    enable_progress_bar: bool = True
+    precision: Any = "32-true"
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    """'ddp' on several GPUs: each rank draws its own cameras."""
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_train_steps: int = 1000
+    save_last: bool = True
+    save_top_k: int = -1
+    """Keep every periodic checkpoint (-1) or only the last k."""
+
+
+@dataclass
+class LoggerConfig:
+    csv: bool = True
+    tensorboard: bool = True
+    wandb: bool = False
+    """Weights & Biases (pip install '.[wandb]'); project and name below."""
+    wandb_project: str = "toy3d"
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"
+    """Method name: the first level of outputs/<name>/<tag>@<timestamp>/."""
+    tag: str = ""
+    """Run label; defaults to the prompt made filename-safe."""
+    seed: int = 0
+    mode: str = "train"
+    """train (then test and export) | validate | test | export."""
+    resume: Optional[str] = None
+    """A checkpoint: train continues from it (optimizer, step); validate/test/export evaluate it."""
+    weights: Optional[str] = None
+    """A checkpoint whose model weights initialise a new run (no optimizer state, step 0)."""
+    data: Any = MISSING
+    system: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)

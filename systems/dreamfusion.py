@@ -1,0 +1,98 @@
+"""DreamFusion (Poole et al., 2022): a NeRF optimised by score distillation of a 2D prior.
+
+One step: draw cameras, volume-render the scene, let the guidance turn the render into
+`loss_sds` (models/guidance/sds.py), add DreamFusion's regularisers (orientation, sparsity,
+opacity entropy), each weighted by its scheduled `lambda_<name>`. The same system runs with the
+toy exact-score prior, DeepFloyd IF or Stable Diffusion: only `system/guidance` changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from omegaconf import MISSING
+from torch import Tensor
+
+from framework.base_system import BaseSystem, BaseSystemConfig
+from framework.config import instantiate
+from framework.interfaces import Component, Evaluator, Mesh
+from framework.regularisers import REGULARISERS
+
+FROZEN_PREFIXES = ("guidance.", "prompt_processor.")
+
+
+@dataclass
+class DreamFusionConfig(BaseSystemConfig):
+    _target_: str = "systems.dreamfusion.DreamFusion"
+    prompt: str = MISSING
+    """What to make: a text prompt (a toy-world prompt with the toy priors)."""
+    geometry: Any = MISSING
+    material: Any = MISSING
+    background: Any = MISSING
+    renderer: Any = MISSING
+    prompt_processor: Any = MISSING
+    guidance: Any = MISSING
+
+
+class DreamFusion(BaseSystem):
+    def __init__(self, cfg: DreamFusionConfig, run_dir: Optional[str] = None):
+        super().__init__(cfg, run_dir)
+        self.geometry = instantiate(cfg.geometry)
+        self.material = instantiate(cfg.material)
+        self.background = instantiate(cfg.background)
+        self.renderer = instantiate(
+            cfg.renderer, geometry=self.geometry, material=self.material, background=self.background
+        )
+        self.prompt_processor = instantiate(cfg.prompt_processor)
+        self.guidance = instantiate(cfg.guidance)
+        self.guidance.requires_grad_(False)
+        self._evaluator = instantiate(cfg.evaluator) if cfg.evaluator is not None else None
+        self.setup_losses()
+
+    # ---- parts -------------------------------------------------------------------------------
+    def owned_components(self) -> list[Component]:
+        return [self.geometry, self.material, self.background, self.renderer, self.prompt_processor, self.guidance]
+
+    def producible_losses(self) -> list[str]:
+        return list(self.guidance.loss_names) + list(REGULARISERS)
+
+    @property
+    def evaluator(self) -> Optional[Evaluator]:
+        return self._evaluator
+
+    # ---- a step ------------------------------------------------------------------------------
+    def render(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        return self.renderer(batch["rays_o"], batch["rays_d"], batch["light_position"])
+
+    def compute_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
+        guidance_out = self.guidance(out["comp_rgb"], self.prompt_processor(), batch)
+        losses = {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
+        for key, value in guidance_out.items():
+            if not key.startswith("loss_"):
+                self.log(f"train/guidance_{key}", float(value), on_step=True, on_epoch=False)
+        for name, regulariser in REGULARISERS.items():
+            if self.loss_weights.active(name):
+                losses[f"loss_{name}"] = regulariser(out)
+        return losses
+
+    # ---- export ------------------------------------------------------------------------------
+    def export_mesh(self) -> tuple[Mesh, Callable[[Tensor], Tensor]]:
+        mesh = self.geometry.isosurface()
+
+        def albedo(points: Tensor) -> Tensor:
+            return self.material.albedo(self.geometry.export_features(points))
+
+        return mesh, albedo
+
+    # ---- checkpoints hold the 3D model, not the frozen prior ---------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key, value in self.state_dict().items():
+            if key.startswith(FROZEN_PREFIXES):
+                state[key] = value

@@ -1,0 +1,46 @@
+"""Every component's typed config, stored in Hydra's ConfigStore as `schema/<group>/<name>`.
+
+Each YAML option in configs/ extends its schema (`- /schema/<group>/<name>@_here_`), so Hydra
+rejects unknown keys and wrong types while composing. This list is the one place that names
+the schemas; it is explicit on purpose (no import-time registry, no reflection).
+"""
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+
+from framework.data.random_camera import RandomCameraDataConfig
+from framework.run_config import RunConfig
+from models.backgrounds.neural_env_map import NeuralEnvironmentMapBackgroundConfig
+from models.backgrounds.solid_color import SolidColorBackgroundConfig
+from models.geometry.implicit_volume import ImplicitVolumeConfig
+from models.guidance.sds import SDSGuidanceConfig
+from models.materials.diffuse_with_point_light import DiffuseWithPointLightConfig
+from models.materials.no_material import NoMaterialConfig
+from models.priors.toy.exact_score import ToyExactScorePriorConfig
+from models.priors.toy.scoring import ToySceneEvaluatorConfig
+from models.prompt_processors.toy import ToyPromptProcessorConfig
+from models.renderers.volume_renderer import VolumeRendererConfig
+from systems.dreamfusion import DreamFusionConfig
+
+SCHEMAS = {
+    "run": RunConfig,
+    "data/random-camera": RandomCameraDataConfig,
+    "system/dreamfusion": DreamFusionConfig,
+    "geometry/implicit-volume": ImplicitVolumeConfig,
+    "material/diffuse-with-point-light": DiffuseWithPointLightConfig,
+    "material/no-material": NoMaterialConfig,
+    "background/solid-color": SolidColorBackgroundConfig,
+    "background/neural-environment-map": NeuralEnvironmentMapBackgroundConfig,
+    "renderer/volume": VolumeRendererConfig,
+    "prompt_processor/toy": ToyPromptProcessorConfig,
+    "guidance/sds": SDSGuidanceConfig,
+    "prior/toy-exact-score": ToyExactScorePriorConfig,
+    "evaluator/toy": ToySceneEvaluatorConfig,
+}
+
+
+def register_schemas() -> None:
+    store = ConfigStore.instance()
+    for path, node in SCHEMAS.items():
+        group, _, name = f"schema/{path}".rpartition("/")
+        store.store(group=group, name=name, node=node)

@@ -1,0 +1,46 @@
+"""Shared test fixtures: a tiny, fast toy DreamFusion run configuration."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Overrides that make a toy run take seconds: tiny exemplar bank, small eval renders, few test views.
+TINY_TOY_RUN = [
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.enable_progress_bar=false",
+    "data.eval_height=32",
+    "data.eval_width=32",
+    "data.n_test_views=6",
+    "system.guidance.prior.n_exemplars=64",
+    "system.guidance.prior.k_nearest=8",
+    "system.export.texture_size=128",
+    "system.geometry.isosurface_resolution=48",
+    "system.evaluator.grid_resolution=48",
+    "system.evaluator.n_surface_samples=5000",
+    "logger.tensorboard=false",
+]
+
+
+@pytest.fixture(scope="session")
+def toy_cache(tmp_path_factory) -> Path:
+    """One exemplar cache for the whole test session."""
+    return tmp_path_factory.mktemp("toy-cache")
+
+
+def launch(args: list[str], cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TOY3D_CACHE=str(cache), PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from framework.config import ConfigError
+from framework.loss_weights import LossWeights, NonFiniteLossError
+
+
+def test_weighted_sum_and_logging():
+    lw = LossWeights({"lambda_sds": 1.0, "lambda_orient": [[0, 10.0], [10, 20.0]]}, ["sds", "orient", "sparsity"])
+    total, logged = lw.combine({"loss_sds": torch.tensor(2.0), "loss_orient": torch.tensor(1.0)}, step=5)
+    assert total.item() == pytest.approx(2.0 + 15.0)
+    assert logged["lambda_orient"] == 15.0 and logged["loss_sds"] == 2.0
+    assert lw.active("orient") and not lw.active("sparsity")
+
+
+def test_unknown_and_missing_weights_are_errors():
+    with pytest.raises(ConfigError, match="lambda_sdss"):
+        LossWeights({"lambda_sdss": 1.0}, ["sds"])
+    lw = LossWeights({"lambda_sds": 1.0}, ["sds", "orient"])
+    with pytest.raises(ConfigError, match="lambda_orient"):
+        lw.combine({"loss_sds": torch.tensor(1.0), "loss_orient": torch.tensor(1.0)}, 0)
+
+
+def test_nan_loss_is_a_clear_error():
+    lw = LossWeights({"lambda_sds": 1.0}, ["sds"])
+    with pytest.raises(NonFiniteLossError, match="loss_sds"):
+        lw.combine({"loss_sds": torch.tensor(float("nan"))}, 3)

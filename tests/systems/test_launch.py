@@ -1,0 +1,127 @@
+"""launch.py end to end: train + test + export, resume, weights init, multirun, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY_TOY_RUN, launch
+
+
+def run_dir_files(run_dir: Path) -> set[str]:
+    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, toy_cache):
+    run_dir = tmp_path_factory.mktemp("runs") / "first"
+    result = launch(["--config-name", "dreamfusion-toy", *TINY_TOY_RUN, f"hydra.run.dir={run_dir}"], toy_cache)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_two_step_train_test_export(trained_run):
+    run_dir, result = trained_run
+    files = run_dir_files(run_dir)
+    for expected in [
+        "configs/config.yaml",
+        "configs/overrides.yaml",
+        "configs/parsed.yaml",
+        "ckpts/last.ckpt",
+        "save/it2-val-0.png",
+        "save/it2-test.mp4",
+        "save/export/model.obj",
+        "save/export/model.mtl",
+        "save/export/texture_kd.png",
+        "save/export/model.glb",
+        "metrics.json",
+        "csv_logs/metrics.csv",
+    ]:
+        assert expected in files, f"{expected} missing from {sorted(files)}"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("iou", "chamfer", "colour_error"):
+        assert key in metrics and 0 <= metrics[key] < 10
+    assert f"run directory: {run_dir}" in result.stdout
+    assert "iou" in result.stdout  # scores printed at the end
+    ckpt = torch.load(run_dir / "ckpts/last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2
+    assert not any(k.startswith("guidance.") for k in ckpt["state_dict"])  # frozen prior not saved
+
+
+def test_resume_continues_at_the_right_step(trained_run, tmp_path, toy_cache):
+    first, _ = trained_run
+    run_dir = tmp_path / "resumed"
+    overrides = [o for o in TINY_TOY_RUN if not o.startswith("trainer.max_steps")]
+    result = launch(
+        ["--config-name", "dreamfusion-toy", *overrides, "trainer.max_steps=4",
+         f"resume={first / 'ckpts/last.ckpt'}", f"hydra.run.dir={run_dir}"],
+        toy_cache,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(run_dir / "ckpts/last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 4
+    with open(run_dir / "csv_logs/metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss_sds")]
+    assert min(steps) == 2, steps  # training picked up after the checkpoint's two steps
+
+
+def test_weights_only_init_starts_at_step_zero(trained_run, tmp_path, toy_cache):
+    first, _ = trained_run
+    run_dir = tmp_path / "init"
+    result = launch(
+        ["--config-name", "dreamfusion-toy", *TINY_TOY_RUN, "trainer.max_steps=1",
+         f"weights={first / 'ckpts/last.ckpt'}", f"hydra.run.dir={run_dir}"],
+        toy_cache,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "initialised weights from" in result.stdout
+    assert torch.load(run_dir / "ckpts/last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 1
+
+
+def test_export_mode_from_checkpoint(trained_run, tmp_path, toy_cache):
+    first, _ = trained_run
+    run_dir = tmp_path / "export"
+    result = launch(
+        ["--config-name", "dreamfusion-toy", *TINY_TOY_RUN, "mode=export",
+         f"resume={first / 'ckpts/last.ckpt'}", f"hydra.run.dir={run_dir}"],
+        toy_cache,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / "save/export/model.obj").is_file()
+    assert "iou" in json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_multirun_runs_each_prompt(tmp_path, toy_cache):
+    result = launch(
+        ["--config-name", "dreamfusion-toy", "-m", *[o for o in TINY_TOY_RUN if "max_steps" not in o],
+         "trainer.max_steps=1", "system.prompt=a red cube,a blue sphere", f"hydra.sweep.dir={tmp_path}"],
+        toy_cache,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = sorted(tmp_path.rglob("metrics.json"))
+    assert len(metrics) == 2, metrics
+    assert any("a_blue_sphere" in str(m) for m in metrics) and any("a_red_cube" in str(m) for m in metrics)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("system.foo=1", "foo"),
+        ("system.geometry.radius=abc", "system.geometry.radius"),
+        ("trainer.max_steps=many", "trainer.max_steps"),
+        ("system/geometry=implicit-volum", "implicit-volume"),  # lists the available options
+        ("system.prompt=a pink elephant", "toy world"),
+        ("system.prompt=???", "system.prompt"),
+        ("mode=fly", "mode"),
+        ("resume=/nonexistent/last.ckpt", "/nonexistent/last.ckpt"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(override, expected, tmp_path, toy_cache):
+    result = launch(["--config-name", "dreamfusion-toy", override, f"hydra.run.dir={tmp_path / 'run'}"], toy_cache, timeout=120)
+    assert result.returncode != 0
+    message = result.stderr + result.stdout
+    assert expected in message, message[-2000:]
+    assert "Traceback" not in message, message[-3000:]

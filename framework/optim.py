@@ -28,7 +28,6 @@ def build_optimizer(module: nn.Module, cfg: OptimizerConfig) -> torch.optim.Opti
     prefixes = sorted(cfg.params, key=len, reverse=True)
     groups: dict[str, list[nn.Parameter]] = {p: [] for p in prefixes}
     default: list[nn.Parameter] = []
-    matched: set[str] = set()
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
@@ -37,14 +36,16 @@ def build_optimizer(module: nn.Module, cfg: OptimizerConfig) -> torch.optim.Opti
             default.append(param)
         else:
             groups[prefix].append(param)
-            matched.add(prefix)
-    unknown = [p for p in prefixes if p not in matched]
+    # A prefix naming no module at all is a typo; a module without trainable parameters (a fixed
+    # background colour) simply contributes no group.
+    modules = {name for name, _ in module.named_modules()}
+    unknown = [p for p in prefixes if p not in modules]
     if unknown:
         raise ConfigError(
-            f"system.optimizer.params: no trainable parameters under {unknown}. "
-            f"Top-level modules: {sorted({n.split('.')[0] for n, _ in module.named_parameters()})}"
+            f"system.optimizer.params: no module named {unknown}. "
+            f"Modules with parameters: {sorted({n.rsplit('.', 1)[0] for n, _ in module.named_parameters()})}"
         )
-    param_groups = [{"params": groups[p], "name": p, **dict(cfg.params[p])} for p in prefixes]
+    param_groups = [{"params": groups[p], "name": p, **dict(cfg.params[p])} for p in prefixes if groups[p]]
     if default:
         param_groups.append({"params": default, "name": "default"})
     args = dict(cfg.args)

@@ -96,6 +96,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         callbacks=callbacks,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
+        inference_mode=False,  # analytic normals differentiate the density even when evaluating
     )
 
 
@@ -117,8 +118,6 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     if cfg.mode == "train":
         trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.resume)
         metrics["train_seconds"] = time.perf_counter() - start
-        if trainer.is_global_zero:
-            trainer.save_checkpoint(str(run_dir / "ckpts" / "last.ckpt"))
         trainer.test(system, datamodule=datamodule)
         metrics.update(system.export())
     elif cfg.mode == "validate":

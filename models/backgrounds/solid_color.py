@@ -1,0 +1,31 @@
+"""A single background colour, optionally learned (threestudio's `solid-color-background`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List
+
+import torch
+from torch import Tensor, nn
+
+from framework.interfaces import Background
+
+
+@dataclass
+class SolidColorBackgroundConfig:
+    _target_: str = "models.backgrounds.solid_color.SolidColorBackground"
+    color: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    learned: bool = False
+
+
+class SolidColorBackground(Background):
+    def __init__(self, cfg: SolidColorBackgroundConfig, **runtime: Any):
+        super().__init__()
+        self.cfg = cfg
+        color = torch.tensor(list(cfg.color), dtype=torch.float32)
+        if cfg.learned:
+            self.color = nn.Parameter(color)
+        else:
+            self.register_buffer("color", color)
+
+    def forward(self, dirs: Tensor) -> Tensor:  # (B, H, W, 3) -> (B, H, W, 3)
+        return self.color.to(dirs.dtype).expand(*dirs.shape[:-1], self.color.shape[0])

@@ -1,0 +1,33 @@
+"""Unlit material: the geometry's features are the colour (threestudio's `no-material`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from framework.interfaces import Material
+from models.materials.diffuse_with_point_light import get_activation
+
+
+@dataclass
+class NoMaterialConfig:
+    _target_: str = "models.materials.no_material.NoMaterial"
+    n_output_dims: int = 3
+    color_activation: str = "sigmoid"
+
+
+class NoMaterial(Material):
+    requires_normal = False
+
+    def __init__(self, cfg: NoMaterialConfig, **runtime: Any):
+        super().__init__()
+        self.cfg = cfg
+        self.activation = get_activation(cfg.color_activation)
+
+    def albedo(self, features: Tensor) -> Tensor:  # (N, F) -> (N, n_output_dims)
+        return self.activation(features[..., : self.cfg.n_output_dims])
+
+    def forward(self, features: Tensor, viewdirs: Tensor = None, positions: Tensor = None, light_positions: Tensor = None,
+                shading_normal: Tensor | None = None, **kwargs: Any) -> Tensor:  # (N, F) -> (N, n_output_dims)
+        return self.albedo(features)

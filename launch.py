@@ -25,9 +25,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9@,.+-]+", "_", str(text)).strip("_.") or "run"
 
 
+def prompt_tag(*, _root_: DictConfig) -> str:
+    """The default run tag: the prompt as a directory name. Reads the prompt without resolving
+    it, so a missing prompt is reported by name in `run` instead of failing here."""
+    system = _root_._get_node("system")
+    if system is None or OmegaConf.is_missing(system, "prompt"):
+        return "no-prompt"
+    return slug(system.prompt)
+
+
 register_schemas()
 if not OmegaConf.has_resolver("slug"):
     OmegaConf.register_new_resolver("slug", slug)
+    OmegaConf.register_new_resolver("prompt_tag", prompt_tag)
 
 
 @hydra.main(config_path="configs", config_name="dreamfusion-toy", version_base="1.3")

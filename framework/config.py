@@ -20,7 +20,7 @@ import dataclasses
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 class UserError(Exception):
@@ -54,9 +54,26 @@ def instantiate(node: Any, **runtime: Any) -> Any:
     return cls(to_dataclass(node), **runtime)
 
 
-def missing_keys(cfg: DictConfig) -> list[str]:
-    """Dotted names of every required (`???`) value not set."""
-    return sorted(OmegaConf.missing_keys(cfg))
+def missing_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Dotted names of every required (`???`) value not set.
+
+    Walks the tree without resolving interpolations, so `tag: ${slug:${system.prompt}}` does not
+    hide the missing `system.prompt` behind an interpolation error.
+    """
+    found: list[str] = []
+    if isinstance(cfg, DictConfig):
+        items = [(str(k), k) for k in cfg.keys()]
+    elif isinstance(cfg, ListConfig):
+        items = [(str(i), i) for i in range(len(cfg))]
+    else:
+        return found
+    for name, key in items:
+        path = f"{prefix}{name}"
+        if OmegaConf.is_missing(cfg, key):
+            found.append(path)
+        elif not OmegaConf.is_interpolation(cfg, key):
+            found.extend(missing_keys(cfg._get_node(key), path + "."))
+    return sorted(found)
 
 
 def check_missing(cfg: DictConfig) -> None:

@@ -18,6 +18,7 @@ from framework.base_system import BaseSystem, BaseSystemConfig
 from framework.config import instantiate
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.regularisers import REGULARISERS
+from models.geometry.surface_colour import rendered_surface_albedo
 
 FROZEN_PREFIXES = ("guidance.", "prompt_processor.")
 
@@ -81,7 +82,7 @@ class DreamFusion(BaseSystem):
         mesh = self.geometry.isosurface()
 
         def albedo(points: Tensor) -> Tensor:
-            return self.material.albedo(self.geometry.export_features(points))
+            return rendered_surface_albedo(self.geometry, self.material, points)
 
         return mesh, albedo
 

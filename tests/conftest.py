@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# Under pytest-xdist each worker gets one core: two torch threads per worker on a 2-core machine
+# contend badly (tiny ops become 100x slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +26,8 @@ TINY_TOY_RUN = [
     "data.n_test_views=6",
     "system.guidance.prior.n_exemplars=64",
     "system.guidance.prior.k_nearest=8",
+    "system.guidance.prior.supersample=1",
+    "system.guidance.prior.n_uncond_exemplars=8",
     "system.export.texture_size=128",
     "system.geometry.isosurface_resolution=48",
     "system.evaluator.grid_resolution=48",
@@ -36,6 +44,8 @@ def toy_cache(tmp_path_factory) -> Path:
 
 def launch(args: list[str], cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, TOY3D_CACHE=str(cache), PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        env["OMP_NUM_THREADS"] = "1"
     return subprocess.run(
         [sys.executable, str(REPO / "launch.py"), *args],
         cwd=REPO,

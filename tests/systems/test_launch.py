@@ -63,9 +63,17 @@ def test_resume_continues_at_the_right_step(trained_run, tmp_path, toy_cache):
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(run_dir / "ckpts/last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 4
+    # A fresh run logs its two steps at 0, 1; the resumed one must log two more steps, none of
+    # them before step 2 (Lightning numbers the first step after a restore 3, one past the
+    # checkpoint's global step; a run that restarted from scratch would log 0 again).
+    assert logged_steps(first) == [0, 1]
+    resumed = logged_steps(run_dir)
+    assert len(resumed) == 2 and min(resumed) >= 2, resumed
+
+
+def logged_steps(run_dir: Path) -> list[int]:
     with open(run_dir / "csv_logs/metrics.csv") as f:
-        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss_sds")]
-    assert min(steps) == 2, steps  # training picked up after the checkpoint's two steps
+        return [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss_sds")]
 
 
 def test_weights_only_init_starts_at_step_zero(trained_run, tmp_path, toy_cache):

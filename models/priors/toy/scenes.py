@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from framework.config import ConfigError
+
 SHAPES: tuple[str, ...] = ("sphere", "cube", "cylinder", "cone", "torus")
 
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -62,7 +64,7 @@ _OBJECT = rf"an? ({_COLOUR_RE}) ({_SHAPE_RE})"
 _PROMPT_RE = re.compile(rf"^{_OBJECT}(?: on top of {_OBJECT})?$")
 
 
-class ToyPromptError(ValueError):
+class ToyPromptError(ConfigError):
     """A prompt outside the toy world's grammar; the message says what the toy world understands."""
 
 

@@ -25,7 +25,7 @@ demo: setup
 
 # 2. The test suite (fast tests; `make test-slow` runs the long ones).
 test: setup
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 $(ARGS)
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(ARGS)

@@ -8,8 +8,10 @@ The run directory outputs/<name>/<tag>@<timestamp>/ is Hydra's output directory 
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -49,5 +51,21 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def check_output_root(argv: list[str]) -> None:
+    """Hydra creates the run directory before any of our code runs; check its place first so an
+    unwritable one is a clear error rather than a traceback."""
+    wanted = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+    for target in wanted or ["outputs"]:
+        path = Path(target).absolute()
+        while not path.exists():
+            path = path.parent
+        if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+            sys.exit(
+                f"error: cannot create the run directory {target}: {path} is not a writable directory. "
+                "Run from a writable folder or choose one with hydra.run.dir=<dir>."
+            )
+
+
 if __name__ == "__main__":
+    check_output_root(sys.argv[1:])
     main()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,25 @@ def test_bad_input_gives_a_clear_error(override, expected, tmp_path, toy_cache):
     message = result.stderr + result.stdout
     assert expected in message, message[-2000:]
     assert "Traceback" not in message, message[-3000:]
+
+
+def test_unwritable_run_directory_is_a_clear_error(tmp_path, toy_cache):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root); permissions cannot be tested")
+        result = launch(["--config-name", "dreamfusion-toy", f"hydra.run.dir={locked / 'run'}"], toy_cache, timeout=120)
+    finally:
+        locked.chmod(0o700)
+    assert result.returncode != 0
+    assert "not a writable directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_directory_that_cannot_exist_is_a_clear_error(tmp_path, toy_cache):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = launch(["--config-name", "dreamfusion-toy", f"hydra.run.dir={blocker / 'run'}"], toy_cache, timeout=120)
+    assert result.returncode != 0
+    assert "not a writable directory" in result.stderr and "Traceback" not in result.stderr

@@ -159,8 +159,10 @@ class BaseSystem(pl.LightningModule):
         export_textured_mesh(
             mesh, albedo_fn, export_dir, texture_size=self.cfg.export.texture_size, glb=self.cfg.export.glb
         )
-        metrics: dict[str, float] = {"n_vertices": float(mesh.vertices.shape[0]), "n_faces": float(mesh.n_faces)}
+        metrics: dict[str, float] = {}
         if self.evaluator is not None:
             metrics.update(self.evaluator.evaluate(str(export_dir)))
+        # the isosurface's own counts (the reloaded OBJ splits vertices along UV seams)
+        metrics.update(n_vertices=float(mesh.vertices.shape[0]), n_faces=float(mesh.n_faces))
         self.metrics = metrics
         return metrics

@@ -33,6 +33,8 @@ test-slow: setup
 bench: setup
 	$(PY) benchmarks/dreamfusion_toy.py
 	$(PY) benchmarks/hash_grid.py
+	$(PY) benchmarks/toy_exemplars.py
+	$(PY) benchmarks/export.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -24,6 +24,7 @@ from torch import Tensor
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.loss_weights import LossWeights
 from framework.optim import OptimizerConfig, build_optimizer
+from framework.video import image_grid, save_image, write_video
 
 
 @dataclass
@@ -123,8 +124,6 @@ class BaseSystem(pl.LightningModule):
         self._test_frames = []
 
     def on_test_epoch_end(self) -> None:
-        from framework.video import write_video
-
         if self._test_frames and self.trainer.is_global_zero:
             path = self.save_dir / f"it{self.global_step}-test.mp4"
             write_video(self._test_frames, path, fps=30)
@@ -132,8 +131,6 @@ class BaseSystem(pl.LightningModule):
 
     def _visual(self, out: dict[str, Tensor]) -> np.ndarray:
         """RGB | normal | opacity side by side, (H, 3W, 3) float in [0, 1]."""
-        from framework.video import image_grid
-
         panels = [out["comp_rgb"][0]]
         if "comp_normal" in out:
             panels.append(out["comp_normal"][0])
@@ -141,8 +138,6 @@ class BaseSystem(pl.LightningModule):
         return image_grid([p.detach().float().clamp(0, 1).cpu().numpy() for p in panels])
 
     def _save_image(self, name: str, image: np.ndarray) -> None:
-        from framework.video import save_image
-
         if self.trainer is not None and not self.trainer.is_global_zero:
             return
         path = self.save_dir / name

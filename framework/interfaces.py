@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 
@@ -139,6 +138,3 @@ class Evaluator:
     def evaluate(self, export_dir: str) -> dict[str, float]:
         raise NotImplementedError
 
-
-def to_device_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}

@@ -48,11 +48,11 @@ def check_writable(run_dir: Path) -> None:
         ) from error
 
 
-def load_weights(system: pl.LightningModule, path: str) -> None:
-    """Weights-only initialisation: model parameters from a checkpoint, nothing else."""
+def load_weights(system: pl.LightningModule, path: str, strict: bool) -> None:
+    """Model parameters from a checkpoint, nothing else (no optimizer state, no step)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     system.on_load_checkpoint(checkpoint)
-    result = system.load_state_dict(checkpoint["state_dict"], strict=False)
+    result = system.load_state_dict(checkpoint["state_dict"], strict=strict)
     print(f"initialised weights from {path} (missing: {len(result.missing_keys)}, unexpected: {len(result.unexpected_keys)})")
 
 
@@ -110,7 +110,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     system = instantiate(cfg.system, run_dir=str(run_dir))
     if cfg.weights:
-        load_weights(system, cfg.weights)
+        load_weights(system, cfg.weights, strict=False)
     trainer = build_trainer(cfg, run_dir)
 
     metrics: dict[str, float] = {}
@@ -125,9 +125,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     elif cfg.mode == "test":
         trainer.test(system, datamodule=datamodule, ckpt_path=cfg.resume)
     elif cfg.mode == "export":
-        checkpoint = torch.load(cfg.resume, map_location="cpu", weights_only=False)
-        system.on_load_checkpoint(checkpoint)
-        system.load_state_dict(checkpoint["state_dict"])
+        load_weights(system, cfg.resume, strict=True)
         metrics.update(system.export())
     metrics["total_seconds"] = time.perf_counter() - start
     for logger in trainer.loggers:

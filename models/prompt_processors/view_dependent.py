@@ -1,0 +1,158 @@
+"""View-dependent prompting and Perp-Neg, as pure tensor functions (no model loading).
+
+- `assign_directions` maps camera (elevation, azimuth) to one of four view prompts (DreamFusion,
+  Poole et al. 2022, Sec. 3.2; thresholds as in threestudio, REFERENCE.md).
+- `perp_neg_weights` / `perp_neg_guidance` implement Perp-Neg (Armandpour et al. 2023, Eq. 7 and
+  the interpolated-embedding variant used by threestudio's `perp_neg` option).
+
+Hand-written because these are a few lines of arithmetic that the guidance and prompt processors
+both need; keeping them model-free makes them exactly testable against hand-computed values.
+
+Conventions: azimuth in degrees in [-180, 180), 0 = front (camera on +x); elevation in degrees.
+View indices everywhere: 0 side, 1 front, 2 back, 3 overhead (matches `view_prompts`).
+Guidance scale in the project's convention (models/guidance/cfg.py): eps_u + s (eps_c - eps_u).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+SIDE, FRONT, BACK, OVERHEAD = 0, 1, 2, 3
+VIEW_NAMES: tuple[str, ...] = ("side", "front", "back", "overhead")
+# "backside" rather than "back" in the text, as DreamFusion / threestudio phrase it.
+_VIEW_SUFFIX: tuple[str, ...] = ("side view", "front view", "backside view", "overhead view")
+
+
+@dataclass
+class ViewDirections:
+    """Thresholds (degrees) for direction assignment; ProlificDreamer uses front/back 30."""
+
+    front_threshold_deg: float = 45.0
+    back_threshold_deg: float = 45.0  # back when |azimuth| > 180 - back_threshold
+    overhead_threshold_deg: float = 60.0
+
+    def assign(self, elevation_deg: Tensor, azimuth_deg: Tensor) -> Tensor:
+        return assign_directions(
+            elevation_deg, azimuth_deg, self.front_threshold_deg, self.back_threshold_deg, self.overhead_threshold_deg
+        )
+
+
+def assign_directions(
+    elevation_deg: Tensor,
+    azimuth_deg: Tensor,
+    front_threshold: float = 45.0,
+    back_threshold: float = 45.0,
+    overhead_threshold: float = 60.0,
+) -> Tensor:
+    """elevation_deg (B,), azimuth_deg (B,) in [-180, 180) -> LongTensor (B,) of view indices.
+
+    Assigned in the order side (default) -> front -> back -> overhead, later overriding earlier,
+    so an overhead view is overhead whatever its azimuth.
+    """
+    elevation_deg = torch.as_tensor(elevation_deg, dtype=torch.float32)
+    azimuth_deg = torch.as_tensor(azimuth_deg, dtype=torch.float32)
+    az = azimuth_deg.abs()
+    d = torch.full(azimuth_deg.shape, SIDE, dtype=torch.long, device=azimuth_deg.device)
+    d[az < front_threshold] = FRONT
+    d[az > 180.0 - back_threshold] = BACK
+    d[elevation_deg > overhead_threshold] = OVERHEAD
+    return d
+
+
+def view_prompts(prompt: str, overrides: dict[str, str] | None = None) -> list[str]:
+    """Four prompts in view-index order [side, front, back, overhead].
+
+    `overrides` maps a view name ("side", "front", "back", "overhead") to a full replacement text.
+    """
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(VIEW_NAMES)
+    if unknown:
+        raise KeyError(f"unknown view names {sorted(unknown)}; expected some of {list(VIEW_NAMES)}")
+    return [overrides.get(name, f"{prompt}, {suffix}") for name, suffix in zip(VIEW_NAMES, _VIEW_SUFFIX)]
+
+
+def _shifted_exp_decay(params: Sequence[float], r: Tensor) -> Tensor:
+    """f(r) = a exp(-b r) + c (Perp-Neg's weight schedules, threestudio's shifted_expotional_decay)."""
+    a, b, c = params
+    return a * torch.exp(-b * r) + c
+
+
+def perp_neg_weights(
+    azimuth_deg: Tensor,
+    elevation_deg: Tensor,
+    overhead_threshold: float = 60.0,
+    f_sb: Sequence[float] = (1.0, 0.5, -0.606),
+    f_fsb: Sequence[float] = (1.0, 0.5, 0.967),
+    f_fs: Sequence[float] = (4.0, 0.5, -2.426),
+    f_sf: Sequence[float] = (4.0, 0.5, -2.426),
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-sample positive-embedding mix and negative prompts/weights for Perp-Neg.
+
+    azimuth_deg (B,), elevation_deg (B,) ->
+      pos_mix (B, 3): weights over the embeddings [front, side, back] (rows sum to 1),
+      neg_index (B, 2) long: view indices (side 0, front 1, back 2) of the two negative prompts,
+      neg_weights (B, 2): w_i in perp_neg_guidance (negative numbers push away from that view).
+
+    Front half (|az| < 90): r = 1 - |az|/90, positive r front + (1-r) side,
+      negatives [front, side] with weights [-f_fs(r), -f_sf(1-r)].
+    Back half (|az| >= 90): r = 2 - |az|/90, positive r side + (1-r) back,
+      negatives [side, front] with weights [-f_sb(r), -f_fsb(r)].
+    Overhead (elevation > threshold): negative weights zero (the positive mix is kept).
+    """
+    az = torch.as_tensor(azimuth_deg, dtype=torch.float32).abs()
+    el = torch.as_tensor(elevation_deg, dtype=torch.float32)
+    front_half = az < 90.0
+    r = torch.where(front_half, 1.0 - az / 90.0, 2.0 - az / 90.0)  # (B,) in [0, 1]
+    zeros = torch.zeros_like(r)
+
+    pos_front_half = torch.stack([r, 1.0 - r, zeros], dim=-1)  # r front + (1-r) side
+    pos_back_half = torch.stack([zeros, r, 1.0 - r], dim=-1)  # r side + (1-r) back
+    pos_mix = torch.where(front_half[:, None], pos_front_half, pos_back_half)
+
+    idx_front_half = torch.tensor([FRONT, SIDE], dtype=torch.long, device=az.device)
+    idx_back_half = torch.tensor([SIDE, FRONT], dtype=torch.long, device=az.device)
+    neg_index = torch.where(front_half[:, None], idx_front_half, idx_back_half)
+
+    w_front_half = torch.stack([-_shifted_exp_decay(f_fs, r), -_shifted_exp_decay(f_sf, 1.0 - r)], dim=-1)
+    w_back_half = torch.stack([-_shifted_exp_decay(f_sb, r), -_shifted_exp_decay(f_fsb, r)], dim=-1)
+    neg_weights = torch.where(front_half[:, None], w_front_half, w_back_half)
+    # Overhead views have no meaningful front/side/back to push away from.
+    neg_weights = torch.where((el > overhead_threshold)[:, None], torch.zeros_like(neg_weights), neg_weights)
+    return pos_mix, neg_index, neg_weights
+
+
+def perp_component(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
+    """perp(a, b) = a - (a.b / ||b||^2) b per sample; a, b (B, ...) -> (B, ...)."""
+    dims = tuple(range(1, a.dim()))
+    dot = (a * b).sum(dim=dims, keepdim=True)  # a.b per sample, shape (B, 1, ..., 1)
+    norm_sq = (b * b).sum(dim=dims, keepdim=True)  # ||b||^2 per sample
+    # eps guards a zero e_pos (cond == uncond); then the projection is zero and perp(a, b) = a.
+    return a - dot / (norm_sq + eps) * b
+
+
+def perp_neg_guidance(
+    eps_uncond: Tensor,
+    eps_pos: Tensor,
+    eps_negs: Tensor,
+    neg_weights: Tensor,
+    guidance_scale: float,
+) -> Tensor:
+    """Perp-Neg guided noise (Armandpour et al. 2023, Eq. 7, in this project's CFG convention).
+
+    eps_uncond (B, ...), eps_pos (B, ...), eps_negs (B, K, ...), neg_weights (B, K) -> eps (B, ...):
+        eps = eps_u + s [ e_pos + sum_i w_i perp(eps_i - eps_u, e_pos) ],  e_pos = eps_pos - eps_u.
+    With all w_i = 0 this is exactly classifier_free_guidance(eps_u, eps_pos, s).
+    """
+    B, K = neg_weights.shape
+    e_pos = eps_pos - eps_uncond  # e_pos = eps_pos - eps_u
+    e_negs = eps_negs - eps_uncond.unsqueeze(1)  # eps_i - eps_u, (B, K, ...)
+    # perp(eps_i - eps_u, e_pos) for every i: fold K into the batch so each pair gets its own dot product.
+    e_pos_rep = e_pos.unsqueeze(1).expand_as(e_negs).reshape(B * K, *e_pos.shape[1:])
+    perps = perp_component(e_negs.reshape(B * K, *e_pos.shape[1:]), e_pos_rep).reshape(e_negs.shape)
+    w = neg_weights.to(perps.dtype).reshape(B, K, *([1] * (perps.dim() - 2)))
+    neg_term = (w * perps).sum(dim=1)  # sum_i w_i perp(eps_i - eps_u, e_pos)
+    return eps_uncond + guidance_scale * (e_pos + neg_term)  # eps_u + s [ e_pos + sum_i ... ]

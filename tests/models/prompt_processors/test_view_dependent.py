@@ -1,0 +1,134 @@
+"""View-direction assignment, view prompts and Perp-Neg against hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from models.guidance.cfg import classifier_free_guidance
+from models.prompt_processors.view_dependent import (
+    BACK,
+    FRONT,
+    OVERHEAD,
+    SIDE,
+    ViewDirections,
+    assign_directions,
+    perp_component,
+    perp_neg_guidance,
+    perp_neg_weights,
+    view_prompts,
+)
+
+
+def test_assign_directions_around_thresholds():
+    az = torch.tensor([0.0, 44.9, 45.1, -44.9, -45.1, 90.0, 134.9, 135.1, -135.1, -180.0, 179.9, 135.1, 0.0])
+    el = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 60.1, 60.0])
+    expected = [FRONT, FRONT, SIDE, FRONT, SIDE, SIDE, SIDE, BACK, BACK, BACK, BACK, OVERHEAD, FRONT]
+    d = assign_directions(el, az)
+    assert d.dtype == torch.long
+    assert d.tolist() == expected
+
+
+def test_assign_directions_custom_thresholds_and_dataclass():
+    az = torch.tensor([29.9, 30.1, 150.1, 149.9])
+    el = torch.tensor([0.0, 0.0, 0.0, 80.0])
+    assert assign_directions(el, az, 30, 30, 85).tolist() == [FRONT, SIDE, BACK, SIDE]
+    assert ViewDirections(30, 30, 85).assign(el, az).tolist() == [FRONT, SIDE, BACK, SIDE]
+    assert ViewDirections().assign(el, az).tolist() == [FRONT, FRONT, BACK, OVERHEAD]
+
+
+def test_view_prompts_and_overrides():
+    assert view_prompts("a cat") == ["a cat, side view", "a cat, front view", "a cat, backside view", "a cat, overhead view"]
+    ps = view_prompts("a cat", {"back": "the back of a cat", "overhead": "a cat seen from above"})
+    assert ps == ["a cat, side view", "a cat, front view", "the back of a cat", "a cat seen from above"]
+    with pytest.raises(KeyError):
+        view_prompts("a cat", {"top": "x"})
+
+
+def test_perp_neg_weights_hand_computed():
+    az = torch.tensor([0.0, 45.0, 90.0, 135.0, -180.0, -45.0])
+    el = torch.zeros(6)
+    pos, idx, w = perp_neg_weights(az, el)
+    e05, e025 = math.exp(-0.5), math.exp(-0.25)
+    exp_pos = [[1, 0, 0], [0.5, 0.5, 0], [0, 1, 0], [0, 0.5, 0.5], [0, 0, 1], [0.5, 0.5, 0]]
+    exp_idx = [[FRONT, SIDE], [FRONT, SIDE], [SIDE, FRONT], [SIDE, FRONT], [SIDE, FRONT], [FRONT, SIDE]]
+    exp_w = [
+        [-(4 * e05 - 2.426), -(4 * 1 - 2.426)],  # r = 1: f_fs(1), f_sf(0)
+        [-(4 * e025 - 2.426), -(4 * e025 - 2.426)],  # r = 0.5
+        [-(e05 - 0.606), -(e05 + 0.967)],  # back half r = 1: f_sb(1), f_fsb(1)
+        [-(e025 - 0.606), -(e025 + 0.967)],  # r = 0.5
+        [-(1 - 0.606), -(1 + 0.967)],  # r = 0
+        [-(4 * e025 - 2.426), -(4 * e025 - 2.426)],
+    ]
+    assert torch.allclose(pos, torch.tensor(exp_pos, dtype=torch.float32), atol=1e-6)
+    assert idx.dtype == torch.long and idx.tolist() == exp_idx
+    assert torch.allclose(w, torch.tensor(exp_w, dtype=torch.float32), atol=1e-6)
+    # spot literals, independent of the formula re-typed above
+    assert w[0, 1].item() == pytest.approx(-1.574, abs=1e-6)
+    assert w[4].tolist() == pytest.approx([-0.394, -1.967], abs=1e-6)
+    assert torch.allclose(pos.sum(-1), torch.ones(6))
+
+
+def test_perp_neg_overhead_zeroes_negatives():
+    pos, idx, w = perp_neg_weights(torch.tensor([0.0, 135.0, 135.0]), torch.tensor([60.1, 70.0, 60.0]))
+    assert torch.all(w[:2] == 0)
+    assert torch.all(w[2] != 0)
+    assert pos[1].tolist() == pytest.approx([0, 0.5, 0.5])
+
+
+def _reference_perp_neg(eu, ep, en, w, s):
+    out = torch.empty_like(eu)
+    for b in range(eu.shape[0]):
+        epos = (ep[b] - eu[b]).flatten()
+        acc = epos.clone()
+        for k in range(en.shape[1]):
+            a = (en[b, k] - eu[b]).flatten()
+            acc = acc + w[b, k] * (a - torch.dot(a, epos) / torch.dot(epos, epos) * epos)
+        out[b] = eu[b] + s * acc.reshape(eu.shape[1:])
+    return out
+
+
+def test_perp_neg_guidance_hand_made():
+    # B=1, 2 elements: eps_u = 0, e_pos = (1, 0); neg = (1, 1) -> perp = (0, 1).
+    eu = torch.zeros(1, 2)
+    ep = torch.tensor([[1.0, 0.0]])
+    en = torch.tensor([[[1.0, 1.0], [3.0, -2.0]]])
+    w = torch.tensor([[-0.5, 2.0]])
+    out = perp_neg_guidance(eu, ep, en, w, guidance_scale=10.0)
+    # e_pos + (-0.5)(0, 1) + 2 (0, -2) = (1, -4.5); times 10
+    assert torch.allclose(out, torch.tensor([[10.0, -45.0]]))
+
+
+def test_perp_neg_guidance_matches_independent_formula_and_cfg():
+    g = torch.Generator().manual_seed(0)
+    B, K, C, H, W = 3, 2, 4, 5, 6
+    eu = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    ep = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    en = torch.randn(B, K, C, H, W, generator=g, dtype=torch.float64)
+    w = torch.randn(B, K, generator=g, dtype=torch.float64)
+    out = perp_neg_guidance(eu, ep, en, w, 7.5)
+    assert out.shape == (B, C, H, W)
+    assert torch.allclose(out, _reference_perp_neg(eu, ep, en, w, 7.5), atol=1e-10)
+    # zero negative weights -> plain CFG
+    out0 = perp_neg_guidance(eu, ep, en, torch.zeros(B, K, dtype=torch.float64), 7.5)
+    assert torch.allclose(out0, classifier_free_guidance(eu, ep, 7.5), atol=1e-12)
+    # the negatives actually matter when weighted
+    assert not torch.allclose(out, out0)
+
+
+def test_perp_component_orthogonal_per_sample():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    b = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    p = perp_component(a, b)
+    dots = (p * b).flatten(1).sum(1)
+    assert torch.allclose(dots, torch.zeros(4, dtype=torch.float64), atol=1e-10)
+    # and a - p is parallel to b (it is the projection)
+    proj = a - p
+    coef = (proj.flatten(1) * b.flatten(1)).sum(1) / (b.flatten(1) ** 2).sum(1)
+    assert torch.allclose(proj, coef.view(4, 1, 1, 1) * b, atol=1e-10)
+
+
+def test_assign_directions_exact_thresholds_are_strict():
+    # |az| < 45 is front and |az| > 135 is back (strict), elevation > 60 is overhead (strict)
+    d = assign_directions(torch.tensor([0.0, 0.0, 0.0, 60.0]), torch.tensor([45.0, -135.0, 135.0, 180.0 - 1e-3]))
+    assert d.tolist() == [SIDE, SIDE, SIDE, BACK]

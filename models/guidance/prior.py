@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
+
+from framework.interfaces import Component
 
 
-class DiffusionPrior(nn.Module):
+class DiffusionPrior(Component):
     """A frozen noise predictor and its schedule.
 
     `alphas_cumprod` (T,) is abar_t of the prior's own discrete schedule (DDPM convention:
-    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps).
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps). Its guidance calls `update_step` every step.
     """
 
     alphas_cumprod: Tensor  # (T,)

@@ -110,8 +110,7 @@ class SDSGuidance(Guidance):
             self.max_step_schedule(global_step),
         )
         self.grad_clip = None if self.grad_clip_schedule is None else self.grad_clip_schedule(global_step)
-        if hasattr(self.prior, "update_step"):
-            self.prior.update_step(global_step)
+        self.prior.update_step(global_step)
 
     def forward(
         self,

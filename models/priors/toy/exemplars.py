@@ -1,9 +1,10 @@
 """A bank of rendered exemplar views of one toy scene, cached on disk, with camera look-up.
 
 The exact-score prior (exact_score.py) is a closed-form denoiser over such a bank. Cameras are
-drawn once with a fixed seed from the same ranges (and with the same meaning) as the random-
-camera data module: elevation, azimuth, distance and fovy each uniform in their range (angles in
-degrees), looking at the origin (framework.cameras.orbit_c2w). Rendering a bank takes seconds,
+drawn once with a fixed seed from the same ranges as the random-camera data module: elevation,
+azimuth, distance and fovy each uniform in their range (angles in degrees), looking at the origin
+(framework.cameras.orbit_c2w). The data module draws elevation half the time uniform on the
+sphere instead; the bank only has to cover the ranges, since look-up is by nearest camera. Rendering a bank takes seconds,
 so images are cached as fp16 `.pt` files keyed by everything that determines them.
 
 Camera metric used by `nearest` (smaller = more alike):

@@ -23,7 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from framework.config import UserError
 from framework.interfaces import Mesh
+
+
+class EmptySurfaceError(UserError, ValueError):
+    """The field does not cross the isosurface threshold: there is nothing to mesh at that level."""
 
 __all__ = ["grid_points", "marching_cubes", "extract_isosurface", "remove_small_components"]
 
@@ -82,10 +87,12 @@ def marching_cubes(
     if n_in == 0 or n_in == vol.size:
         lo, hi = float(np.min(field)), float(np.max(field))
         where = "no grid point" if n_in == 0 else "every grid point"
-        raise ValueError(
+        raise EmptySurfaceError(
             f"the field has no crossing at threshold {threshold}: {where} is inside "
             f"(inside={inside!r}, field min {lo:.4g}, max {hi:.4g}). "
-            f"Choose a threshold between the two, e.g. {_suggest_threshold(np.asarray(field)):.4g}."
+            f"Choose a threshold between the two, e.g. {_suggest_threshold(np.asarray(field)):.4g}: "
+            f"set system.geometry.isosurface_threshold=<value> (or =auto) and export again from the run's "
+            f"checkpoint with `mode=export resume=<run dir>/ckpts/last.ckpt`."
         )
     # One cell of clearly-outside padding closes surfaces that touch the box.
     pad_value = min(float(vol.min()), iso) - 1.0

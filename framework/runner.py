@@ -87,7 +87,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         log_every_n_steps=t.log_every_n_steps,
         num_sanity_val_steps=t.num_sanity_val_steps,
         enable_progress_bar=t.enable_progress_bar,
-        precision=t.precision,
+        precision=resolve_precision(t.precision, t.accelerator),
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
@@ -98,6 +98,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         enable_model_summary=False,
         inference_mode=False,  # analytic normals differentiate the density even when evaluating
     )
+
+
+def resolve_precision(precision: Any, accelerator: str) -> Any:
+    """Method configs ask for threestudio's '16-mixed'; fp16 autocast exists only on CUDA, so a CPU run
+    uses '32-true' instead (and says so) rather than failing."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and str(precision) in ("16-mixed", "16", "16-true"):
+        print(f"note: trainer.precision={precision} needs CUDA; this CPU run uses 32-true", flush=True)
+        return "32-true"
+    return precision
 
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:

@@ -16,8 +16,11 @@ from models.geometry.implicit_volume import ImplicitVolumeConfig
 from models.guidance.sds import SDSGuidanceConfig
 from models.materials.diffuse_with_point_light import DiffuseWithPointLightConfig
 from models.materials.no_material import NoMaterialConfig
+from models.priors.deepfloyd_if import DeepFloydIFPriorConfig
+from models.priors.stable_diffusion import StableDiffusionPriorConfig
 from models.priors.toy.exact_score import ToyExactScorePriorConfig
 from models.priors.toy.scoring import ToySceneEvaluatorConfig
+from models.prompt_processors.text import DeepFloydIFPromptProcessorConfig, StableDiffusionPromptProcessorConfig
 from models.prompt_processors.toy import ToyPromptProcessorConfig
 from models.renderers.volume_renderer import VolumeRendererConfig
 from systems.dreamfusion import DreamFusionConfig
@@ -33,8 +36,12 @@ SCHEMAS = {
     "background/neural-environment-map": NeuralEnvironmentMapBackgroundConfig,
     "renderer/volume": VolumeRendererConfig,
     "prompt_processor/toy": ToyPromptProcessorConfig,
+    "prompt_processor/stable-diffusion": StableDiffusionPromptProcessorConfig,
+    "prompt_processor/deep-floyd-if": DeepFloydIFPromptProcessorConfig,
     "guidance/sds": SDSGuidanceConfig,
     "prior/toy-exact-score": ToyExactScorePriorConfig,
+    "prior/stable-diffusion": StableDiffusionPriorConfig,
+    "prior/deep-floyd-if": DeepFloydIFPriorConfig,
     "evaluator/toy": ToySceneEvaluatorConfig,
 }
 

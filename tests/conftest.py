@@ -54,3 +54,19 @@ def launch(args: list[str], cache: Path, timeout: float = 600) -> subprocess.Com
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    """A tiny random Stable Diffusion folder (real classes, diffusers layout), built once per session."""
+    from models.priors.tiny_pipelines import save_tiny_stable_diffusion
+
+    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_if_dir(tmp_path_factory) -> Path:
+    """A tiny random DeepFloyd IF stage-I folder (real classes, diffusers layout), built once per session."""
+    from models.priors.tiny_pipelines import save_tiny_deepfloyd_if
+
+    return save_tiny_deepfloyd_if(tmp_path_factory.mktemp("tiny-if"))

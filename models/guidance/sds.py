@@ -5,7 +5,7 @@ t ~ U[t_min, t_max] and eps ~ N(0, I), forms
 
     z_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps                     (DreamFusion eq. 1)
 
-asks the frozen prior for eps_hat(z_t, t, y) with classifier-free guidance (models/guidance/cfg.py),
+asks the frozen prior for eps_hat(z_t, t, y) with classifier-free guidance or Perp-Neg (models/guidance/cfg.py),
 and pushes the render along
 
     grad_z = w(t) (eps_hat - eps)                                   (DreamFusion eq. 3)
@@ -30,7 +30,7 @@ from torch import Tensor
 from framework.config import instantiate
 from framework.interfaces import Guidance
 from framework.schedule import Schedule
-from models.guidance.cfg import classifier_free_guidance
+from models.guidance.cfg import guided_noise
 from models.guidance.prior import DiffusionPrior
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
@@ -133,9 +133,7 @@ class SDSGuidance(Guidance):
         abar = self.prior.alphas_cumprod.to(z.device)[t]  # (B,)
         with torch.no_grad():
             z_t = abar.sqrt().view(-1, 1, 1, 1) * z + (1.0 - abar).sqrt().view(-1, 1, 1, 1) * noise
-            need_uncond = self.cfg.guidance_scale != 1.0
-            eps_cond, eps_uncond = self.prior.predict_noise(z_t, t, condition, batch, need_uncond)
-            eps_hat = classifier_free_guidance(eps_uncond, eps_cond, self.cfg.guidance_scale)
+            eps_hat = guided_noise(self.prior, z_t, t, condition, batch, self.cfg.guidance_scale)
             grad = sds_gradient(eps_hat, noise, sds_weight(abar, self.cfg.weighting), self.grad_clip)
         loss = detached_target_loss(z, grad)
         return {

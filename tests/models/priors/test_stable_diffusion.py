@@ -8,38 +8,13 @@ from framework.config import UserError
 from models.guidance.cfg import classifier_free_guidance
 from models.guidance.sds import SDSGuidance, SDSGuidanceConfig, sds_weight
 from models.priors.stable_diffusion import MissingWeightsError, StableDiffusionPrior, StableDiffusionPriorConfig
+from models.priors.tiny_pipelines import TEXT_WIDTH, save_tiny_stable_diffusion
 
-D = 32  # cross-attention (text embedding) width of the tiny UNet
+D = TEXT_WIDTH  # cross-attention (text embedding) width of the tiny UNet
 
 
 def save_tiny_pipeline(root, prediction_type="epsilon"):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-    torch.manual_seed(0)
-    UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=D,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    ).save_pretrained(root / "unet")
-    AutoencoderKL(
-        block_out_channels=(32, 64),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=16,
-    ).save_pretrained(root / "vae")
-    DDPMScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction_type
-    ).save_pretrained(root / "scheduler")
-    return root
+    return save_tiny_stable_diffusion(root, prediction_type=prediction_type)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +160,7 @@ def _assert_fast_missing(cfg, needle):
     assert isinstance(info.value, UserError)
     message = str(info.value)
     assert needle in message and "local" in message
-    assert "huggingface-cli download" in message and "pretrained_model_name_or_path=" in message
+    assert "hf download" in message and "pretrained_model_name_or_path=" in message
     return message
 
 

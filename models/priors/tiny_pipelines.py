@@ -1,0 +1,197 @@
+"""Tiny randomly initialised Stable Diffusion and DeepFloyd IF folders, of the real classes.
+
+The real weights can't be fetched on machines without network access (this project's CI), but
+the code that loads and runs them must still be exercised. These builders write folders in
+diffusers' layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) whose
+parts are the same classes as the released models, only a few kilobytes large, with a tokenizer
+written from a small vocabulary. The tests load them through the project's own loading code, and
+a user can smoke-test an install without weights:
+
+    python -m models.priors.tiny_pipelines sd /tmp/tiny-sd
+    python launch.py --config-name dreamfusion-sd system.prompt="a red cube" \
+        system.model_path=/tmp/tiny-sd trainer.max_steps=2
+
+Outputs of such a run are noise, by construction.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+# Words the tiny tokenizers know as whole tokens; anything else is spelt letter by letter (CLIP)
+# or maps to <unk> piece by piece (T5). Enough for view-dependent toy prompts.
+VOCABULARY = (
+    "a an the of on top red green blue yellow white black sphere cube cylinder cone torus "
+    "front side backside overhead view hamburger"
+).split()
+LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [",", "."]
+TEXT_WIDTH = 32  # hidden size of the tiny text encoders = the UNets' cross-attention width
+
+
+def clip_tokenizer(words: list[str] = VOCABULARY):
+    """A CLIPTokenizer over letters plus whole-word merges for `words` (byte-level BPE, as CLIP)."""
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {}
+    for suffix in ("", "</w>"):
+        for c in LETTERS:
+            vocab.setdefault(c + suffix, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]  # CLIP marks the end of a word with </w>
+        current = pieces[0]
+        for piece in pieces[1:]:
+            merges.append((current, piece))
+            current += piece
+            vocab.setdefault(current, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def t5_tokenizer(words: list[str] = VOCABULARY):
+    """A T5Tokenizer (Unigram, as T5's sentencepiece model) over `words` and single letters."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    pieces += [("▁" + w, -1.0) for w in words] + [(c, -5.0) for c in LETTERS]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=77)
+
+
+def _model_index(root: Path, class_name: str, parts: dict[str, tuple[str, str]]) -> None:
+    import diffusers
+
+    index = {"_class_name": class_name, "_diffusers_version": diffusers.__version__}
+    index.update({name: list(lib_cls) for name, lib_cls in parts.items()})
+    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def save_tiny_stable_diffusion(root: str | Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
+    """A Stable-Diffusion-2-style folder: latent UNet (8² latents), VAE (16² images), CLIP text encoder."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    ).save_pretrained(root / "unet")
+    AutoencoderKL(
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=16,
+    ).save_pretrained(root / "vae")
+    DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction_type
+    ).save_pretrained(root / "scheduler")
+    tokenizer = clip_tokenizer()
+    tokenizer.save_pretrained(root / "tokenizer")
+    CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).save_pretrained(root / "text_encoder")
+    _model_index(
+        root,
+        "StableDiffusionPipeline",
+        {
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "vae": ("diffusers", "AutoencoderKL"),
+            "scheduler": ("diffusers", "DDPMScheduler"),
+            "text_encoder": ("transformers", "CLIPTextModel"),
+            "tokenizer": ("transformers", "CLIPTokenizer"),
+        },
+    )
+    return root
+
+
+def save_tiny_deepfloyd_if(root: str | Path, seed: int = 0) -> Path:
+    """A DeepFloyd-IF-stage-I-style folder: pixel UNet (16² images, 6 output channels = eps and
+    learned variance, T5 projection), T5 encoder, cosine schedule with learned-range variance."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    UNet2DConditionModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=6,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("SimpleCrossAttnDownBlock2D", "ResnetDownsampleBlock2D"),
+        up_block_types=("ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        cross_attention_dim=64,
+        encoder_hid_dim=TEXT_WIDTH,
+        encoder_hid_dim_type="text_proj",
+        addition_embed_type="text",
+        addition_embed_type_num_heads=4,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        resnet_time_scale_shift="scale_shift",
+    ).save_pretrained(root / "unet")
+    DDPMScheduler(
+        beta_schedule="squaredcos_cap_v2", variance_type="learned_range", prediction_type="epsilon"
+    ).save_pretrained(root / "scheduler")
+    tokenizer = t5_tokenizer()
+    tokenizer.save_pretrained(root / "tokenizer")
+    T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=TEXT_WIDTH,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    ).save_pretrained(root / "text_encoder")
+    _model_index(
+        root,
+        "IFPipeline",
+        {
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "scheduler": ("diffusers", "DDPMScheduler"),
+            "text_encoder": ("transformers", "T5EncoderModel"),
+            "tokenizer": ("transformers", "T5Tokenizer"),
+        },
+    )
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=["sd", "if"])
+    parser.add_argument("folder")
+    args = parser.parse_args()
+    builder = save_tiny_stable_diffusion if args.kind == "sd" else save_tiny_deepfloyd_if
+    print(builder(args.folder))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Text prompt processors for Stable Diffusion (CLIP) and DeepFloyd IF (T5).
+
+At construction the processor embeds, once, the prompt, the negative prompt and the four
+view-dependent prompts ("<prompt>, front view", ...; per-view overrides allowed), through the
+on-disk cache (models/prompt_processors/embedding_cache.py) keyed by model and prompt. Only on a
+cache miss is the text encoder loaded, and it is released right after embedding (a T5-XXL would
+otherwise hold ~9 GB for the whole run). Each step, `forward()` returns a `TextCondition` that
+picks the rows for the batch's cameras (view-dependent prompting, Perp-Neg).
+"""
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from framework.config import ConfigError
+from framework.interfaces import PromptProcessor
+from models.priors.hf_loading import ModelSource
+from models.prompt_processors.embedding_cache import EmbeddingCache
+from models.prompt_processors.text_condition import PerpNegFunctions, TextCondition
+from models.prompt_processors.view_dependent import VIEW_NAMES, ViewDirections, view_prompts
+
+
+def default_text_cache_dir() -> Path:
+    """$TOY3D_CACHE/text_embeddings, else ~/.cache/toy3d/text_embeddings."""
+    env = os.environ.get("TOY3D_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "toy3d") / "text_embeddings"
+
+
+@dataclass
+class TextPromptProcessorConfig:
+    prompt: str = "???"
+    negative_prompt: str = ""
+    """Embedded as the 'unconditional' branch of classifier-free guidance ('' = truly unconditional)."""
+    pretrained_model_name_or_path: str = "???"
+    """The model whose text encoder / tokenizer (text_encoder/, tokenizer/) embed the prompts."""
+    local_files_only: bool = True
+    view_dependent_prompting: bool = True
+    """Append ', front view' / ', side view' / ', backside view' / ', overhead view' by camera (DreamFusion 3.2)."""
+    front_threshold: float = 45.0
+    """|azimuth| below this (degrees) is a front view."""
+    back_threshold: float = 45.0
+    """|azimuth| above 180 minus this is a back view."""
+    overhead_threshold: float = 60.0
+    """elevation above this (degrees) is an overhead view."""
+    view_prompt_overrides: Dict[str, str] = field(default_factory=dict)
+    """Full replacement texts for some views, e.g. {front: "a corgi's face"}; keys side|front|back|overhead."""
+    use_perp_neg: bool = False
+    """Perp-Neg (Armandpour et al. 2023): push away from the other views' prompts (fixes Janus faces)."""
+    perp_neg_f_sb: List[float] = field(default_factory=lambda: [1.0, 0.5, -0.606])
+    perp_neg_f_fsb: List[float] = field(default_factory=lambda: [1.0, 0.5, 0.967])
+    perp_neg_f_fs: List[float] = field(default_factory=lambda: [4.0, 0.5, -2.426])
+    perp_neg_f_sf: List[float] = field(default_factory=lambda: [4.0, 0.5, -2.426])
+    use_cache: bool = True
+    cache_dir: Optional[str] = None
+    """Where embeddings are cached; None: $TOY3D_CACHE/text_embeddings or ~/.cache/toy3d/text_embeddings."""
+    text_encoder_device: str = "auto"
+    """auto (CUDA when present) | cpu (keeps a large T5 off the GPU: slower, less GPU memory) | cuda."""
+    half_precision_text_encoder: bool = True
+    """fp16 text encoder on CUDA (always fp32 on CPU)."""
+
+
+class TextPromptProcessor(PromptProcessor):
+    """Subclasses give the model family: `what`, and how to load and run its text encoder."""
+
+    what = "text encoder"
+
+    def __init__(self, cfg: TextPromptProcessorConfig, **runtime_objects: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if not str(cfg.prompt).strip():
+            raise ConfigError("system.prompt is empty: give a text prompt, e.g. system.prompt=\"a hamburger\"")
+        if cfg.text_encoder_device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"prompt_processor.text_encoder_device must be auto | cpu | cuda, got {cfg.text_encoder_device!r}")
+        unknown = set(cfg.view_prompt_overrides) - set(VIEW_NAMES)
+        if unknown:
+            raise ConfigError(
+                f"prompt_processor.view_prompt_overrides has unknown views {sorted(unknown)}; use {list(VIEW_NAMES)}"
+            )
+        self.view_texts = view_prompts(cfg.prompt, dict(cfg.view_prompt_overrides))
+        self.directions = ViewDirections(cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold)
+        self.cache = EmbeddingCache(str(cfg.cache_dir or default_text_cache_dir())) if cfg.use_cache else None
+        self.encoder_loads = 0
+        embeddings = self.embed([cfg.prompt, cfg.negative_prompt, *self.view_texts])  # (6, L, D)
+        # Buffers, so Lightning moves them with the system; not persistent: they are recomputed or cached.
+        self.register_buffer("text", embeddings[0:1], persistent=False)
+        self.register_buffer("uncond", embeddings[1:2], persistent=False)
+        self.register_buffer("text_views", embeddings[2:6], persistent=False)
+
+    # ---- what a model family provides ------------------------------------------------------
+    def load_text_encoder(self, source: ModelSource, dtype: torch.dtype) -> tuple[Any, torch.nn.Module]:
+        """-> (tokenizer, text encoder) of the model."""
+        raise NotImplementedError
+
+    def encode_prompts(self, tokenizer: Any, encoder: torch.nn.Module, prompts: list[str], device: torch.device) -> Tensor:
+        """prompts (N,) -> embeddings (N, L, D), the sequence the UNet cross-attends to."""
+        raise NotImplementedError
+
+    # ---- shared -----------------------------------------------------------------------------
+    def model_key(self) -> str:
+        """Cache key of the model: its id or absolute folder, and the encoder family."""
+        name = str(self.cfg.pretrained_model_name_or_path)
+        if os.path.isdir(os.path.expanduser(name)):
+            name = os.path.abspath(os.path.expanduser(name))
+        return f"{type(self).__name__}:{name}"
+
+    def embed(self, prompts: list[str]) -> Tensor:
+        """prompts (N,) -> float32 CPU embeddings (N, L, D), from the cache where possible."""
+        if self.cache is None:
+            return self._compute(prompts)
+        return self.cache.get_or_compute(self.model_key(), prompts, self._compute)
+
+    def _device(self) -> torch.device:
+        wanted = self.cfg.text_encoder_device
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("prompt_processor.text_encoder_device=cuda but no CUDA device is available; use auto or cpu")
+        return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
+
+    def _compute(self, prompts: list[str]) -> Tensor:
+        source = ModelSource(
+            self.cfg.pretrained_model_name_or_path,
+            what=self.what,
+            config_key="system.guidance.prior.pretrained_model_name_or_path",
+            subfolders=["text_encoder", "tokenizer"],
+            local_files_only=self.cfg.local_files_only,
+        )
+        device = self._device()
+        dtype = torch.float16 if (device.type == "cuda" and self.cfg.half_precision_text_encoder) else torch.float32
+        tokenizer, encoder = self.load_text_encoder(source, dtype)
+        self.encoder_loads += 1
+        encoder.to(device).eval().requires_grad_(False)
+        with torch.no_grad():
+            embeddings = self.encode_prompts(tokenizer, encoder, prompts, device).float().cpu()
+        # Free the encoder now: nothing holds it after this frame, so its memory goes back.
+        del encoder, tokenizer
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return embeddings
+
+    def forward(self) -> TextCondition:
+        c = self.cfg
+        return TextCondition(
+            prompt=c.prompt,
+            text=self.text,
+            uncond=self.uncond,
+            text_views=self.text_views,
+            view_dependent=c.view_dependent_prompting,
+            directions=self.directions,
+            use_perp_neg=c.use_perp_neg,
+            perp_neg=PerpNegFunctions(c.perp_neg_f_sb, c.perp_neg_f_fsb, c.perp_neg_f_fs, c.perp_neg_f_sf),
+        )
+
+
+@dataclass
+class StableDiffusionPromptProcessorConfig(TextPromptProcessorConfig):
+    _target_: str = "models.prompt_processors.text.StableDiffusionPromptProcessor"
+    pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
+
+
+class StableDiffusionPromptProcessor(TextPromptProcessor):
+    """CLIP text encoder: the last hidden states of prompts padded to the tokenizer's 77 tokens."""
+
+    what = "Stable Diffusion text encoder (CLIP)"
+
+    def load_text_encoder(self, source: ModelSource, dtype: torch.dtype) -> tuple[Any, torch.nn.Module]:
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        tokenizer = source.load(AutoTokenizer, "tokenizer")
+        return tokenizer, source.load(CLIPTextModel, "text_encoder", dtype=dtype)
+
+    def encode_prompts(self, tokenizer: Any, encoder: torch.nn.Module, prompts: list[str], device: torch.device) -> Tensor:
+        tokens = tokenizer(
+            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        )
+        return encoder(tokens.input_ids.to(device))[0]  # (N, 77, D) last_hidden_state
+
+
+@dataclass
+class DeepFloydIFPromptProcessorConfig(TextPromptProcessorConfig):
+    _target_: str = "models.prompt_processors.text.DeepFloydIFPromptProcessor"
+    pretrained_model_name_or_path: str = "DeepFloyd/IF-I-XL-v1.0"
+    max_length: int = 77
+    """T5 tokens per prompt (IF's pipelines use 77)."""
+
+
+class DeepFloydIFPromptProcessor(TextPromptProcessor):
+    """T5 encoder (IF): hidden states of prompts padded to 77 tokens, with the attention mask."""
+
+    what = "DeepFloyd IF text encoder (T5)"
+
+    def load_text_encoder(self, source: ModelSource, dtype: torch.dtype) -> tuple[Any, torch.nn.Module]:
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        tokenizer = source.load(AutoTokenizer, "tokenizer")
+        return tokenizer, source.load(T5EncoderModel, "text_encoder", dtype=dtype)
+
+    def encode_prompts(self, tokenizer: Any, encoder: torch.nn.Module, prompts: list[str], device: torch.device) -> Tensor:
+        tokens = tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.cfg.max_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
+        return encoder(tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device))[0]

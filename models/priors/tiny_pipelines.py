@@ -8,8 +8,8 @@ written from a small vocabulary. The tests load them through the project's own l
 a user can smoke-test an install without weights:
 
     python -m models.priors.tiny_pipelines sd /tmp/tiny-sd
-    python launch.py --config-name dreamfusion-sd system.prompt="a red cube" \
-        system.model_path=/tmp/tiny-sd trainer.max_steps=2
+    python launch.py --config-name dreamfusion-sd system.prompt="a red cube" trainer.max_steps=2 \
+        system.guidance.prior.pretrained_model_name_or_path=/tmp/tiny-sd system.geometry.isosurface_threshold=auto
 
 Outputs of such a run are noise, by construction.
 """

@@ -97,3 +97,7 @@ def test_missing_weights_unknown_hub_id_offline(monkeypatch):
 def test_missing_weights_local_folder(tmp_path):
     with pytest.raises(MissingWeightsError, match="no such directory"):
         DeepFloydIFPrior(DeepFloydIFPriorConfig(pretrained_model_name_or_path=str(tmp_path / "missing")))
+
+
+def test_attention_is_sdpa(prior):
+    assert {type(p).__name__ for p in prior.unet.attn_processors.values()} == {"AttnAddedKVProcessor2_0"}

@@ -188,3 +188,17 @@ def test_unknown_hub_id_offline(monkeypatch, tmp_path):
 def test_unknown_hub_id_default_config_is_offline():
     name = "nobody-here/another-missing-model"
     _assert_fast_missing(StableDiffusionPriorConfig(pretrained_model_name_or_path=name), name)
+
+
+def test_attention_is_sdpa_unless_sliced(tiny_dir, prior):
+    """Default processors call F.scaled_dot_product_attention (flash / memory-efficient kernels on CUDA);
+    attention slicing swaps them for the sliced processor (less memory)."""
+    assert {type(p).__name__ for p in prior.unet.attn_processors.values()} == {"AttnProcessor2_0"}
+    sliced = StableDiffusionPrior(
+        StableDiffusionPriorConfig(pretrained_model_name_or_path=str(tiny_dir), enable_attention_slicing=True)
+    )
+    assert {type(p).__name__ for p in sliced.unet.attn_processors.values()} == {"SlicedAttnProcessor"}
+    x_t, t = torch.randn(1, 4, 8, 8), torch.tensor([300])
+    a, _ = prior.predict_noise(x_t, t, condition(1), {}, need_uncond=False)
+    b, _ = sliced.predict_noise(x_t, t, condition(1), {}, need_uncond=False)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -12,6 +12,7 @@ from framework.data.random_camera import RandomCameraDataConfig
 from framework.run_config import RunConfig
 from models.backgrounds.neural_env_map import NeuralEnvironmentMapBackgroundConfig
 from models.backgrounds.solid_color import SolidColorBackgroundConfig
+from models.geometry.dmtet import DMTetConfig
 from models.geometry.implicit_volume import ImplicitVolumeConfig
 from models.guidance.sds import SDSGuidanceConfig
 from models.materials.diffuse_with_point_light import DiffuseWithPointLightConfig
@@ -22,6 +23,7 @@ from models.priors.toy.exact_score import ToyExactScorePriorConfig
 from models.priors.toy.scoring import ToySceneEvaluatorConfig
 from models.prompt_processors.text import DeepFloydIFPromptProcessorConfig, StableDiffusionPromptProcessorConfig
 from models.prompt_processors.toy import ToyPromptProcessorConfig
+from models.renderers.mesh_renderer import MeshRendererConfig
 from models.renderers.volume_renderer import VolumeRendererConfig
 from systems.dreamfusion import DreamFusionConfig
 
@@ -43,6 +45,8 @@ SCHEMAS = {
     "prior/stable-diffusion": StableDiffusionPriorConfig,
     "prior/deep-floyd-if": DeepFloydIFPriorConfig,
     "evaluator/toy": ToySceneEvaluatorConfig,
+    "geometry/tetrahedra-sdf-grid": DMTetConfig,
+    "renderer/mesh": MeshRendererConfig,
 }
 
 

@@ -76,6 +76,10 @@ class BaseSystem(pl.LightningModule):
     def evaluator(self) -> Optional[Evaluator]:
         return None
 
+    def initialise_for_training(self) -> None:
+        """Called by the runner before a fresh training run (not on resume or weights init): a later
+        stage takes over an earlier stage's result here (Magic3D refine). Default: nothing."""
+
     # ---- shared machinery --------------------------------------------------------------------
     def setup_losses(self) -> None:
         self.loss_weights = LossWeights(self.cfg.loss, self.producible_losses())

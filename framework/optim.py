@@ -36,10 +36,10 @@ def build_optimizer(module: nn.Module, cfg: OptimizerConfig) -> torch.optim.Opti
             default.append(param)
         else:
             groups[prefix].append(param)
-    # A prefix naming no module at all is a typo; a module without trainable parameters (a fixed
-    # background colour) simply contributes no group.
-    modules = {name for name, _ in module.named_modules()}
-    unknown = [p for p in prefixes if p not in modules]
+    # A prefix naming no module or parameter at all is a typo; a module without trainable
+    # parameters (a fixed background colour) simply contributes no group.
+    names = {name for name, _ in module.named_modules()} | {name for name, _ in module.named_parameters()}
+    unknown = [p for p in prefixes if p not in names]
     if unknown:
         raise ConfigError(
             f"system.optimizer.params: no module named {unknown}. "

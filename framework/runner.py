@@ -121,6 +121,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     system = instantiate(cfg.system, run_dir=str(run_dir))
     if cfg.weights:
         load_weights(system, cfg.weights, strict=False)
+    elif cfg.mode == "train" and not cfg.resume:
+        system.initialise_for_training()
     trainer = build_trainer(cfg, run_dir)
 
     metrics: dict[str, float] = {}

@@ -66,12 +66,16 @@ class DreamFusion(BaseSystem):
     def render(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         return self.renderer(batch["rays_o"], batch["rays_d"], batch["light_position"])
 
-    def compute_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
+    def guidance_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The guidance's loss_<name> terms on the render; its diagnostics are logged."""
         guidance_out = self.guidance(out["comp_rgb"], self.prompt_processor(), batch)
-        losses = {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
         for key, value in guidance_out.items():
             if not key.startswith("loss_"):
                 self.log(f"train/guidance_{key}", float(value), on_step=True, on_epoch=False)
+        return {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
+
+    def compute_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
+        losses = self.guidance_losses(batch, out)
         for name, regulariser in REGULARISERS.items():
             if self.loss_weights.active(name):
                 losses[f"loss_{name}"] = regulariser(out)

@@ -26,6 +26,7 @@ from models.prompt_processors.toy import ToyPromptProcessorConfig
 from models.renderers.mesh_renderer import MeshRendererConfig
 from models.renderers.volume_renderer import VolumeRendererConfig
 from systems.dreamfusion import DreamFusionConfig
+from systems.magic3d import Magic3DRefineConfig
 
 SCHEMAS = {
     "run": RunConfig,
@@ -47,6 +48,7 @@ SCHEMAS = {
     "evaluator/toy": ToySceneEvaluatorConfig,
     "geometry/tetrahedra-sdf-grid": DMTetConfig,
     "renderer/mesh": MeshRendererConfig,
+    "system/magic3d-refine": Magic3DRefineConfig,
 }
 
 

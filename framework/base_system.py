@@ -44,6 +44,16 @@ class BaseSystemConfig:
     """Scores the exported mesh against a known truth (toy world), or null."""
 
 
+def is_watertight(mesh: Mesh) -> bool:
+    """Every edge shared by exactly two consistently wound faces (trimesh's test), on the shared-vertex mesh."""
+    import trimesh
+
+    if mesh.n_faces == 0:
+        return False
+    tm = trimesh.Trimesh(mesh.vertices.detach().cpu().numpy(), mesh.faces.cpu().numpy(), process=False)
+    return bool(tm.is_watertight)
+
+
 class BaseSystem(pl.LightningModule):
     def __init__(self, cfg: BaseSystemConfig, run_dir: str | None = None):
         super().__init__()
@@ -161,7 +171,8 @@ class BaseSystem(pl.LightningModule):
         metrics: dict[str, float] = {}
         if self.evaluator is not None:
             metrics.update(self.evaluator.evaluate(str(export_dir)))
-        # the isosurface's own counts (the reloaded OBJ splits vertices along UV seams)
+        # the isosurface's own counts and closedness (the reloaded OBJ splits vertices along UV seams)
         metrics.update(n_vertices=float(mesh.vertices.shape[0]), n_faces=float(mesh.n_faces))
+        metrics["watertight"] = float(is_watertight(mesh))
         self.metrics = metrics
         return metrics

@@ -103,3 +103,21 @@ def test_init_from_geometry_reproduces_the_coarse_marching_cubes_surface():
     assert abs(ours.volume - theirs.volume) < 0.05 * theirs.volume
     d, _ = torch.cdist(torch.tensor(ours.vertices), torch.tensor(theirs.vertices)).min(dim=1)
     assert d.mean() < 0.25 * geo.cell
+
+
+def test_clean_level_set_fills_cavities_and_drops_floaters():
+    from models.geometry.dmtet import DMTetConfig, clean_level_set
+
+    lin = torch.linspace(-1, 1, 33)
+    x, y, z = torch.meshgrid(lin, lin, lin, indexing="ij")
+    r = (x**2 + y**2 + z**2).sqrt()
+    sdf = r - 0.6  # a ball
+    sdf[(r < 0.2)] = 0.5  # an enclosed bubble
+    floater = ((x - 0.85) ** 2 + (y - 0.85) ** 2 + z**2).sqrt() < 0.08
+    sdf[floater] = -0.5  # a speck outside the ball
+    cleaned = clean_level_set(sdf, DMTetConfig())
+    assert (cleaned[r < 0.2] < 0).all()  # bubble filled
+    assert (cleaned[floater] > 0).all()  # speck removed
+    assert torch.equal(cleaned[(r > 0.25) & (r < 0.75) & ~floater], sdf[(r > 0.25) & (r < 0.75) & ~floater])
+    kept = clean_level_set(sdf, DMTetConfig(fill_cavities=False, min_component_fraction=0.0))
+    assert torch.equal(kept, sdf)

@@ -30,8 +30,22 @@ def opacity_entropy_loss(out: dict[str, Tensor]) -> Tensor:
     return -(p * torch.log(p) + (1 - p) * torch.log(1 - p)).mean()
 
 
+EMPTINESS_SCALE = 10.0  # threestudio's and SJC's emptiness_scale
+
+
+def emptiness_loss(out: dict[str, Tensor], scale: float = EMPTINESS_SCALE) -> Tensor:
+    """SJC's emptiness prior: mean log(1 + scale * w_i) over the packed sample weights (S, 1).
+
+    Concave in w, so it charges faint density spread over many samples more than the same
+    weight concentrated in few: empty space stays empty and surfaces stay sharp (Wang et al. 2023).
+    """
+    w = out["weights"]
+    return torch.log1p(scale * w).sum() / max(w.numel(), 1)  # 0, not NaN, when every sample was pruned
+
+
 REGULARISERS = {
     "orient": orientation_loss,
     "sparsity": sparsity_loss,
     "opaque": opacity_entropy_loss,
+    "emptiness": emptiness_loss,  # at EMPTINESS_SCALE; systems/sjc.py reads its own scale
 }

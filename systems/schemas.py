@@ -12,9 +12,12 @@ from framework.data.random_camera import RandomCameraDataConfig
 from framework.run_config import RunConfig
 from models.backgrounds.neural_env_map import NeuralEnvironmentMapBackgroundConfig
 from models.backgrounds.solid_color import SolidColorBackgroundConfig
+from models.backgrounds.textured import TexturedBackgroundConfig
 from models.geometry.dmtet import DMTetConfig
 from models.geometry.implicit_volume import ImplicitVolumeConfig
+from models.geometry.volume_grid import VolumeGridConfig
 from models.guidance.sds import SDSGuidanceConfig
+from models.guidance.sjc import SJCGuidanceConfig
 from models.materials.diffuse_with_point_light import DiffuseWithPointLightConfig
 from models.materials.no_material import NoMaterialConfig
 from models.priors.deepfloyd_if import DeepFloydIFPriorConfig
@@ -27,6 +30,7 @@ from models.renderers.mesh_renderer import MeshRendererConfig
 from models.renderers.volume_renderer import VolumeRendererConfig
 from systems.dreamfusion import DreamFusionConfig
 from systems.magic3d import Magic3DRefineConfig
+from systems.sjc import SJCConfig
 
 SCHEMAS = {
     "run": RunConfig,
@@ -46,6 +50,10 @@ SCHEMAS = {
     "prior/stable-diffusion": StableDiffusionPriorConfig,
     "prior/deep-floyd-if": DeepFloydIFPriorConfig,
     "evaluator/toy": ToySceneEvaluatorConfig,
+    "system/sjc": SJCConfig,
+    "geometry/volume-grid": VolumeGridConfig,
+    "background/textured": TexturedBackgroundConfig,
+    "guidance/sjc": SJCGuidanceConfig,
     "geometry/tetrahedra-sdf-grid": DMTetConfig,
     "renderer/mesh": MeshRendererConfig,
     "system/magic3d-refine": Magic3DRefineConfig,

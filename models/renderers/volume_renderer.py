@@ -134,7 +134,7 @@ class VolumeRenderer(Renderer):
             # threestudio's visualisation: (n + 1) / 2 scaled by opacity, i.e. black where empty
             out["comp_normal"] = (F.normalize(acc(normal), dim=-1) + 1.0) / 2.0 * out["opacity"]
         else:
-            out["comp_normal"] = torch.zeros_like(out["comp_rgb_fg"])
+            out["comp_normal"] = out["comp_rgb_fg"].new_zeros(n_rays, 3)  # 3 channels even for latent renders
         if self.training:
             out.update(weights=w, t_dirs=dirs, ray_indices=ray_idx, points=points, density=geo["density"])
             if normal is not None:
@@ -153,7 +153,8 @@ class VolumeRenderer(Renderer):
         bg_color: Tensor | None = None,  # (B, H, W, 3) or (3,) or (B, 3)
         **kwargs: Any,
     ) -> dict[str, Tensor]:
-        """-> comp_rgb, comp_rgb_fg, comp_rgb_bg (B, H, W, 3); opacity, depth (B, H, W, 1);
+        """-> comp_rgb, comp_rgb_fg, comp_rgb_bg (B, H, W, C) (C = the material's channels, 3 for
+        RGB, 4 for latents); opacity, depth (B, H, W, 1);
         comp_normal (B, H, W, 3) in [0, 1] (black where empty); in training also packed per-sample
         weights (S, 1), normal (S, 3), t_dirs (S, 3), ray_indices (S,) (flat index b*H*W + i*W + j),
         points (S, 3), density (S, 1)."""
@@ -173,8 +174,9 @@ class VolumeRenderer(Renderer):
             bg = self.background(rays_d)
         else:
             bg = bg_color.to(rays_o)
-            bg = bg.reshape(B, 1, 1, 3) if bg.dim() == 2 else bg
-            bg = bg.expand(B, H, W, 3)
+            # C channels: 3 for RGB, 4 for latent renders (SJC)
+            bg = bg.reshape(B, 1, 1, -1) if bg.dim() == 2 else bg
+            bg = bg.expand(B, H, W, bg.shape[-1])
         image["comp_rgb_bg"] = bg
         image["comp_rgb"] = image["comp_rgb_fg"] + (1.0 - image["opacity"]) * bg
         if self.training:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_TOY_RUN, launch
-from tests.systems.test_launch_real_priors import TINY_REAL_RUN
+from tests.systems.test_launch_real_priors import SMALL_HASH_GRID, TINY_REAL_RUN
 
 SMALL_REFINE = ["data.height=32", "data.width=32", "system.geometry.isosurface_resolution=24"]
 
@@ -52,11 +52,11 @@ def test_toy_coarse_then_refine(tmp_path, toy_cache):
 def test_sd_coarse_then_refine_on_a_tiny_pipeline(tmp_path, toy_cache, tiny_sd_dir):
     model = f"system.guidance.prior.pretrained_model_name_or_path={tiny_sd_dir}"
     coarse = tmp_path / "coarse"
-    run_ok(["--config-name", "magic3d-coarse-sd", *TINY_REAL_RUN, model, f"hydra.run.dir={coarse}"], toy_cache)
+    run_ok(["--config-name", "magic3d-coarse-sd", *TINY_REAL_RUN, *SMALL_HASH_GRID, model, f"hydra.run.dir={coarse}"], toy_cache)
     check_run(coarse)
     refine = tmp_path / "refine"
     small = [o for o in TINY_REAL_RUN if not o.startswith(("system.renderer.", "system.geometry.isosurface_threshold"))]
-    out = run_ok(["--config-name", "magic3d-refine-sd", *small, *SMALL_REFINE, model,
+    out = run_ok(["--config-name", "magic3d-refine-sd", *small, *SMALL_HASH_GRID, *SMALL_REFINE, model,
                   f"system.geometry_convert_from={coarse / 'ckpts/last.ckpt'}", f"hydra.run.dir={refine}"], toy_cache)
     check_run(refine)
     assert "DMTet initialised from" in out
@@ -64,7 +64,7 @@ def test_sd_coarse_then_refine_on_a_tiny_pipeline(tmp_path, toy_cache, tiny_sd_d
 
 def test_if_coarse_on_a_tiny_pipeline(tmp_path, toy_cache, tiny_if_dir):
     run_dir = tmp_path / "coarse-if"
-    run_ok(["--config-name", "magic3d-coarse-if", *TINY_REAL_RUN,
+    run_ok(["--config-name", "magic3d-coarse-if", *TINY_REAL_RUN, *SMALL_HASH_GRID,
             f"system.guidance.prior.pretrained_model_name_or_path={tiny_if_dir}", f"hydra.run.dir={run_dir}"], toy_cache)
     check_run(run_dir)
 

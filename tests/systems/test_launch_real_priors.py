@@ -24,20 +24,23 @@ TINY_REAL_RUN = [
     "data.n_test_views=4",
     "system.renderer.num_samples_per_ray=32",
     "system.renderer.grid_resolution=32",
-    "system.geometry.pos_encoding.log2_hashmap_size=14",
     "system.geometry.isosurface_resolution=32",
     "system.geometry.isosurface_threshold=auto",  # 2 steps leave densities far below threestudio's 25
     "system.export.texture_size=64",
     "logger.tensorboard=false",
 ]
+SMALL_HASH_GRID = ["system.geometry.pos_encoding.log2_hashmap_size=14"]
+SMALL = {"dreamfusion-sd": SMALL_HASH_GRID, "dreamfusion-if": SMALL_HASH_GRID, "sjc": ["system.geometry.grid_size=[32,32,32]"]}
 
 
-@pytest.mark.parametrize("method, folder", [("dreamfusion-sd", "tiny_sd_dir"), ("dreamfusion-if", "tiny_if_dir")])
+@pytest.mark.parametrize(
+    "method, folder", [("dreamfusion-sd", "tiny_sd_dir"), ("dreamfusion-if", "tiny_if_dir"), ("sjc", "tiny_sd_dir")]
+)
 def test_two_step_run_on_a_tiny_pipeline(method, folder, request, tmp_path, toy_cache):
     model = request.getfixturevalue(folder)
     run_dir = tmp_path / method
     result = launch(
-        ["--config-name", method, *TINY_REAL_RUN, f"system.guidance.prior.pretrained_model_name_or_path={model}",
+        ["--config-name", method, *TINY_REAL_RUN, *SMALL[method], f"system.guidance.prior.pretrained_model_name_or_path={model}",
          f"hydra.run.dir={run_dir}"],
         toy_cache,
     )
@@ -55,7 +58,7 @@ def test_two_step_run_on_a_tiny_pipeline(method, folder, request, tmp_path, toy_
     assert any((Path(toy_cache) / "text_embeddings").glob("*.pt"))
 
 
-@pytest.mark.parametrize("method", ["dreamfusion-sd", "dreamfusion-if"])
+@pytest.mark.parametrize("method", ["dreamfusion-sd", "dreamfusion-if", "sjc"])
 def test_missing_weights_stop_the_run_quickly_with_the_fix(method, tmp_path, toy_cache):
     name = "nobody-here/not-a-real-model"
     start = time.perf_counter()

@@ -56,6 +56,24 @@ def timestep_bounds(num_train_timesteps: int, min_step_percent: float, max_step_
     return low, high
 
 
+class StepSchedules:
+    """The step-dependent settings every distillation rule shares: the t range and the gradient clamp.
+
+    Reads `min_step_percent`, `max_step_percent` (Schedules of fractions of T) and `grad_clip`
+    (a Schedule or None) from the rule's config.
+    """
+
+    def __init__(self, cfg: Any):
+        self.min_step = Schedule.parse(cfg.min_step_percent, "guidance.min_step_percent")
+        self.max_step = Schedule.parse(cfg.max_step_percent, "guidance.max_step_percent")
+        self.grad_clip = None if cfg.grad_clip is None else Schedule.parse(cfg.grad_clip, "guidance.grad_clip")
+
+    def at(self, global_step: int, num_train_timesteps: int) -> tuple[int, int, Optional[float]]:
+        """-> (min t, max t, gradient clamp or None) at this step."""
+        low, high = timestep_bounds(num_train_timesteps, self.min_step(global_step), self.max_step(global_step))
+        return low, high, None if self.grad_clip is None else self.grad_clip(global_step)
+
+
 def sds_gradient(eps_hat: Tensor, noise: Tensor, weight: Tensor, grad_clip: Optional[float] = None) -> Tensor:
     """w(t) (eps_hat - eps), NaNs zeroed and optionally clamped. eps_hat, noise (B, C, h, w); weight (B,)."""
     grad = weight.view(-1, 1, 1, 1) * (eps_hat - noise)
@@ -98,18 +116,11 @@ class SDSGuidance(Guidance):
             raise ValueError(f"guidance.weighting {cfg.weighting!r} is not one of {WEIGHTINGS}")
         self.cfg = cfg
         self.prior = prior if prior is not None else instantiate(cfg.prior)
-        self.min_step_schedule = Schedule.parse(cfg.min_step_percent, "guidance.min_step_percent")
-        self.max_step_schedule = Schedule.parse(cfg.max_step_percent, "guidance.max_step_percent")
-        self.grad_clip_schedule = None if cfg.grad_clip is None else Schedule.parse(cfg.grad_clip, "guidance.grad_clip")
+        self.schedules = StepSchedules(cfg)
         self.update_step(0)
 
     def update_step(self, global_step: int) -> None:
-        self.min_step, self.max_step = timestep_bounds(
-            self.prior.num_train_timesteps,
-            self.min_step_schedule(global_step),
-            self.max_step_schedule(global_step),
-        )
-        self.grad_clip = None if self.grad_clip_schedule is None else self.grad_clip_schedule(global_step)
+        self.min_step, self.max_step, self.grad_clip = self.schedules.at(global_step, self.prior.num_train_timesteps)
         self.prior.update_step(global_step)
 
     def forward(

@@ -45,10 +45,9 @@ from torch import Tensor
 
 from framework.config import instantiate
 from framework.interfaces import Guidance
-from framework.schedule import Schedule
 from models.guidance.cfg import guided_noise
 from models.guidance.prior import DiffusionPrior
-from models.guidance.sds import detached_target_loss, timestep_bounds
+from models.guidance.sds import StepSchedules, detached_target_loss
 
 
 def ve_sigma(alphas_cumprod_t: Tensor) -> Tensor:
@@ -103,18 +102,11 @@ class SJCGuidance(Guidance):
             raise ValueError(f"guidance.max_batch must be >= 1 or null, got {cfg.max_batch}")
         self.cfg = cfg
         self.prior = prior if prior is not None else instantiate(cfg.prior)
-        self.min_step_schedule = Schedule.parse(cfg.min_step_percent, "guidance.min_step_percent")
-        self.max_step_schedule = Schedule.parse(cfg.max_step_percent, "guidance.max_step_percent")
-        self.grad_clip_schedule = None if cfg.grad_clip is None else Schedule.parse(cfg.grad_clip, "guidance.grad_clip")
+        self.schedules = StepSchedules(cfg)
         self.update_step(0)
 
     def update_step(self, global_step: int) -> None:
-        self.min_step, self.max_step = timestep_bounds(
-            self.prior.num_train_timesteps,
-            self.min_step_schedule(global_step),
-            self.max_step_schedule(global_step),
-        )
-        self.grad_clip = None if self.grad_clip_schedule is None else self.grad_clip_schedule(global_step)
+        self.min_step, self.max_step, self.grad_clip = self.schedules.at(global_step, self.prior.num_train_timesteps)
         self.prior.update_step(global_step)
 
     @torch.no_grad()

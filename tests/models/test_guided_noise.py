@@ -54,7 +54,7 @@ def perp(a, b):
 
 def test_cfg_path_uses_the_view_prompt():
     prior, cond = FakeTextPrior(), condition(False)
-    x_t = torch.randn(2, 3, 5, 5)
+    x_t = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(1))
     batch = {"elevation": torch.tensor([10.0, 10.0]), "azimuth": torch.tensor([0.0, 170.0])}
     eps = guided_noise(prior, x_t, torch.tensor([5, 6]), cond, batch, 7.5)
     for i, view in enumerate([FRONT, BACK]):
@@ -66,7 +66,7 @@ def test_cfg_path_uses_the_view_prompt():
 @pytest.mark.parametrize("azimuth", [0.0, 30.0, -60.0, 90.0, 120.0, -170.0])
 def test_perp_neg_matches_the_published_formula(azimuth):
     prior, cond = FakeTextPrior(), condition(True)
-    x_t = torch.randn(1, 3, 5, 5)
+    x_t = torch.randn(1, 3, 5, 5, generator=torch.Generator().manual_seed(1))
     s = 7.5
     batch = {"elevation": torch.tensor([20.0]), "azimuth": torch.tensor([azimuth])}
     eps = guided_noise(prior, x_t, torch.tensor([5]), cond, batch, s)
@@ -84,13 +84,14 @@ def test_perp_neg_matches_the_published_formula(azimuth):
     e_u = fake_eps(x_t[0], cond.uncond[0])
     e_pos = fake_eps(x_t[0], pos) - e_u
     expected = e_u + s * (e_pos + sum(w * perp(fake_eps(x_t[0], n) - e_u, e_pos) for w, n in zip(weights, negs)))
-    torch.testing.assert_close(eps[0], expected, rtol=1e-4, atol=1e-5)
+    # float32 rounding: the perp projection divides by ||e_pos||^2 and the scale multiplies by 7.5
+    torch.testing.assert_close(eps[0], expected, rtol=1e-4, atol=1e-4)
     assert prior.calls == [4]  # [pos, uncond, neg_1, neg_2] in one forward
 
 
 def test_perp_neg_overhead_is_cfg_on_the_mixed_prompt():
     prior, cond = FakeTextPrior(), condition(True)
-    x_t = torch.randn(1, 3, 5, 5)
+    x_t = torch.randn(1, 3, 5, 5, generator=torch.Generator().manual_seed(1))
     eps = guided_noise(prior, x_t, torch.tensor([5]), cond, {"elevation": torch.tensor([75.0]), "azimuth": torch.tensor([0.0])}, 5.0)
     e_u, e_c = fake_eps(x_t[0], cond.uncond[0]), fake_eps(x_t[0], cond.text_views[FRONT])
     torch.testing.assert_close(eps[0], e_u + 5.0 * (e_c - e_u), rtol=1e-4, atol=1e-5)
@@ -112,6 +113,7 @@ def test_sds_with_perp_neg_on_tiny_stable_diffusion(tiny_sd_dir, tmp_path):
         )
     )
     guidance = SDSGuidance(SDSGuidanceConfig(guidance_scale=7.5), prior=prior)
+    torch.manual_seed(0)
     z = torch.randn(1, 4, 8, 8, requires_grad=True)
     prior.encode = lambda _: z
     try:

@@ -56,7 +56,12 @@ class DreamFusion(BaseSystem):
         return [self.geometry, self.material, self.background, self.renderer, self.prompt_processor, self.guidance]
 
     def producible_losses(self) -> list[str]:
-        return list(self.guidance.loss_names) + list(REGULARISERS)
+        return list(self.guidance.loss_names) + list(self.regularisers())
+
+    def regularisers(self) -> dict[str, Callable[[dict[str, Any]], Tensor]]:
+        """Name -> regulariser on the render output (loss_<name>, weighted by lambda_<name>).
+        DreamFusion's volume regularisers; other methods swap or configure them."""
+        return REGULARISERS
 
     @property
     def evaluator(self) -> Optional[Evaluator]:
@@ -76,7 +81,7 @@ class DreamFusion(BaseSystem):
 
     def compute_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
         losses = self.guidance_losses(batch, out)
-        for name, regulariser in REGULARISERS.items():
+        for name, regulariser in self.regularisers().items():
             if self.loss_weights.active(name):
                 losses[f"loss_{name}"] = regulariser(out)
         return losses

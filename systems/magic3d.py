@@ -75,18 +75,12 @@ def load_geometry(node: Any, checkpoint: Path) -> Geometry:
 class Magic3DRefine(DreamFusion):
     cfg: Magic3DRefineConfig
 
-    def producible_losses(self) -> list[str]:
-        return list(self.guidance.loss_names) + list(MESH_REGULARISERS)
+    def regularisers(self) -> dict[str, Callable[[dict[str, Any]], Tensor]]:
+        # the mesh regularisers act on the rasterized mesh, not on volume samples
+        return {name: (lambda out, fn=fn: fn(out["mesh"])) for name, fn in MESH_REGULARISERS.items()}
 
     def render(self, batch: dict[str, Any]) -> dict[str, Any]:
         return self.renderer.forward_batch(batch)
-
-    def compute_losses(self, batch: dict[str, Any], out: dict[str, Any]) -> dict[str, Tensor]:
-        losses = self.guidance_losses(batch, out)
-        for name, regulariser in MESH_REGULARISERS.items():
-            if self.loss_weights.active(name):
-                losses[f"loss_{name}"] = regulariser(out["mesh"])
-        return losses
 
     def initialise_for_training(self) -> None:
         source = self.cfg.geometry_convert_from

@@ -20,6 +20,7 @@ For RGB renders export is DreamFusion's: the material's albedo seen head-on at t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, List
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework.interfaces import Material, Mesh
-from framework.regularisers import EMPTINESS_SCALE, emptiness_loss
+from framework.regularisers import EMPTINESS_SCALE, REGULARISERS, emptiness_loss
 from models.geometry.surface_colour import rendered_surface_albedo
 from systems.dreamfusion import DreamFusion, DreamFusionConfig
 
@@ -86,12 +87,9 @@ class SJC(DreamFusion):
         return int(self.material.albedo(features).shape[-1])
 
     # ---- a step ----------------------------------------------------------------------------------
-    def compute_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
-        losses = super().compute_losses(batch, out)
-        # DreamFusion computes every active regulariser at its default; emptiness has a scale
-        if "loss_emptiness" in losses and self.cfg.emptiness_scale != EMPTINESS_SCALE:
-            losses["loss_emptiness"] = emptiness_loss(out, scale=self.cfg.emptiness_scale)
-        return losses
+    def regularisers(self) -> dict[str, Callable[[dict[str, Any]], Tensor]]:
+        # emptiness at this method's own scale s in log(1 + s * w)
+        return {**REGULARISERS, "emptiness": partial(emptiness_loss, scale=self.cfg.emptiness_scale)}
 
     # ---- images ----------------------------------------------------------------------------------
     def _visual(self, out: dict[str, Tensor]) -> np.ndarray:

@@ -110,6 +110,17 @@ class Renderer(Component):
     ) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def background_image(self, rays_d: Tensor, bg_color: Tensor | None) -> Tensor:
+        """What shows where the scene is empty, (B, H, W, C): the renderer's `background` component
+        along the view directions rays_d (B, H, W, 3), or `bg_color` ((C,), (B, C) or (B, H, W, C)) when given.
+        C is 3 for RGB, 4 for latent renders (SJC)."""
+        B, H, W, _ = rays_d.shape
+        if bg_color is None:
+            return self.background(rays_d)
+        bg = bg_color.to(rays_d)
+        bg = bg.reshape(B, 1, 1, -1) if bg.dim() == 2 else bg
+        return bg.expand(B, H, W, bg.shape[-1])
+
 
 class PromptProcessor(Component):
     """Turns the prompt into whatever the guidance conditions on (text embeddings, a toy scene)."""

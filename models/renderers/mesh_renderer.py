@@ -69,14 +69,6 @@ class MeshRenderer(Renderer):
         """Render a camera batch (framework/interfaces.py): needs rays_o, rays_d, light_position, c2w, fovy."""
         return self(batch["rays_o"], batch["rays_d"], batch["light_position"], bg_color=bg_color, c2w=batch["c2w"], fovy=batch["fovy"])
 
-    def _background(self, rays_d: Tensor, bg_color: Tensor | None) -> Tensor:
-        B, H, W, _ = rays_d.shape
-        if bg_color is None:
-            return self.background(rays_d)
-        bg = bg_color.to(rays_d)
-        bg = bg.reshape(B, 1, 1, 3) if bg.dim() == 2 else bg
-        return bg.expand(B, H, W, 3)
-
     def forward(
         self,
         rays_o: Tensor,  # (B, H, W, 3)
@@ -97,7 +89,7 @@ class MeshRenderer(Renderer):
         B, H, W, _ = rays_o.shape
         device = rays_o.device
         mesh = self.geometry.isosurface() if mesh is None else mesh
-        bg = self._background(rays_d, bg_color)
+        bg = self.background_image(rays_d, bg_color)
         if mesh.n_faces == 0:
             zeros = rays_o.new_zeros(B, H, W, 1)
             fg = rays_o.new_zeros(B, H, W, 3)

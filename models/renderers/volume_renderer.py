@@ -170,13 +170,7 @@ class VolumeRenderer(Renderer):
             ]
             out = {k: torch.cat([c[k] for c in chunks]) for k in ("comp_rgb_fg", "opacity", "depth", "comp_normal")}
         image = {k: out[k].reshape(B, H, W, -1) for k in ("comp_rgb_fg", "opacity", "depth", "comp_normal")}
-        if bg_color is None:
-            bg = self.background(rays_d)
-        else:
-            bg = bg_color.to(rays_o)
-            # C channels: 3 for RGB, 4 for latent renders (SJC)
-            bg = bg.reshape(B, 1, 1, -1) if bg.dim() == 2 else bg
-            bg = bg.expand(B, H, W, bg.shape[-1])
+        bg = self.background_image(rays_d, bg_color)
         image["comp_rgb_bg"] = bg
         image["comp_rgb"] = image["comp_rgb_fg"] + (1.0 - image["opacity"]) * bg
         if self.training:

@@ -31,6 +31,8 @@ from models.renderers.volume_renderer import VolumeRendererConfig
 from systems.dreamfusion import DreamFusionConfig
 from systems.magic3d import Magic3DRefineConfig
 from systems.sjc import SJCConfig
+from systems.train_toy_text_prior import ToyTextPriorTrainingConfig
+from framework.data.toy_images import ToyImagesDataConfig
 
 SCHEMAS = {
     "run": RunConfig,
@@ -57,6 +59,8 @@ SCHEMAS = {
     "geometry/tetrahedra-sdf-grid": DMTetConfig,
     "renderer/mesh": MeshRendererConfig,
     "system/magic3d-refine": Magic3DRefineConfig,
+    "data/toy-images": ToyImagesDataConfig,
+    "system/train-toy-text-prior": ToyTextPriorTrainingConfig,
 }
 
 

@@ -10,6 +10,7 @@ or a silent fallback to another prior.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from framework.config import UserError
@@ -34,6 +35,18 @@ def looks_like_path(name: str) -> bool:
         or name.startswith((".", "~"))
         or name.strip("/").count("/") > 1
     )
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_local(name: str) -> str:
+    """A folder path made absolute: relative to the working directory, or else to the project root
+    (so configs can name the priors shipped in the repository, e.g. models/priors/toy/weights/...)."""
+    path = Path(os.path.expanduser(name))
+    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
+        path = PROJECT_ROOT / path
+    return os.path.abspath(path)
 
 
 def missing_message(what: str, name: str, is_local: bool, subfolders: list[str], config_key: str, detail: str) -> str:
@@ -84,7 +97,7 @@ class ModelSource:
         self.is_local = looks_like_path(self.name)
         self.local_files_only = offline(local_files_only)
         if self.is_local:
-            self.name = os.path.abspath(os.path.expanduser(self.name))
+            self.name = resolve_local(self.name)
             if not os.path.isdir(self.name):
                 raise self.missing("no such directory")
 

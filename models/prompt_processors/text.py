@@ -201,6 +201,7 @@ class DeepFloydIFPromptProcessor(TextPromptProcessor):
         return tokenizer, source.load(T5EncoderModel, "text_encoder", dtype=dtype)
 
     def encode_prompts(self, tokenizer: Any, encoder: torch.nn.Module, prompts: list[str], device: torch.device) -> Tensor:
+        check_vocabulary(tokenizer, prompts, str(self.cfg.pretrained_model_name_or_path))
         tokens = tokenizer(
             prompts,
             padding="max_length",
@@ -210,3 +211,25 @@ class DeepFloydIFPromptProcessor(TextPromptProcessor):
             return_tensors="pt",
         )
         return encoder(tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device))[0]
+
+
+class UnknownWordsError(ConfigError):
+    """A prompt has words the model's tokenizer can only map to <unk> (the toy prior's closed vocabulary)."""
+
+
+def check_vocabulary(tokenizer: Any, prompts: list[str], model: str) -> None:
+    """Raise UnknownWordsError when a prompt tokenizes to <unk>: the model would silently see another
+    prompt. T5's real vocabulary covers ordinary text; the toy prior's knows only the toy words."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return
+    for prompt in prompts:
+        if unk not in tokenizer(prompt).input_ids:
+            continue
+        unknown = [w for w in prompt.replace(",", " ").replace(".", " ").split() if unk in tokenizer(w).input_ids]
+        words = sorted({piece.lstrip("▁") for piece in tokenizer.get_vocab()} - {""})
+        known = f" It knows: {' '.join(w for w in words if not w.startswith('<'))}." if len(words) <= 200 else ""
+        raise UnknownWordsError(
+            f"prompt {prompt!r}: the tokenizer of {model!r} does not know {unknown or 'some characters'} "
+            f"(they would become <unk>).{known} Rephrase the prompt (system.prompt, or the negative / view prompts)."
+        )

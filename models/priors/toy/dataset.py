@@ -49,6 +49,24 @@ def training_prompts() -> tuple[list[str], list[str]]:
     return singles, composites
 
 
+def camera_sampler(cfg: ToyDatasetConfig, batch_size: int, seed: int) -> RandomCameraIterableDataset:
+    """Cameras as the toy method configs draw them (no perturbation); `.sample()` -> a batch dict."""
+    return RandomCameraIterableDataset(
+        RandomCameraDataConfig(
+            height=1, width=1, batch_size=batch_size, elevation_range=list(cfg.elevation_range),
+            camera_distance_range=list(cfg.camera_distance_range), fovy_range=list(cfg.fovy_range),
+            camera_perturb=0.0, center_perturb=0.0, up_perturb=0.0, light_sample_strategy="headlight", seed=seed,
+        )
+    )
+
+
+def render_views(prompt: str, n: int, cfg: ToyDatasetConfig, seed: int) -> Tensor:
+    """n renders of one prompt's scene from toy cameras -> rgb (n, R, R, 3) in [0, 1]."""
+    batch = camera_sampler(cfg, n, seed).sample()
+    res = cfg.resolution
+    return render_scene(parse_prompt(prompt), batch["c2w"], batch["fovy"], res, res, supersample=cfg.supersample)["rgb"]
+
+
 def generate(cfg: ToyDatasetConfig) -> dict[str, object]:
     """-> {"images": uint8 (N, H, W, 3), "prompt_index": long (N,), "prompts": list[str], "c2w": (N, 4, 4),
     "fovy": (N,), "elevation": (N,), "azimuth": (N,), "distance": (N,), "config": dict}."""
@@ -61,13 +79,7 @@ def generate(cfg: ToyDatasetConfig) -> dict[str, object]:
         len(singles) + torch.randint(len(composites), (cfg.n_images,), generator=g),
         torch.randint(len(singles), (cfg.n_images,), generator=g),
     )
-    cameras = RandomCameraIterableDataset(
-        RandomCameraDataConfig(
-            height=1, width=1, batch_size=cfg.chunk, elevation_range=list(cfg.elevation_range),
-            camera_distance_range=list(cfg.camera_distance_range), fovy_range=list(cfg.fovy_range),
-            camera_perturb=0.0, center_perturb=0.0, up_perturb=0.0, light_sample_strategy="headlight", seed=cfg.seed,
-        )
-    )
+    cameras = camera_sampler(cfg, cfg.chunk, cfg.seed)
     n, res = cfg.n_images, cfg.resolution
     images = torch.empty(n, res, res, 3, dtype=torch.uint8)
     keys = ("c2w", "fovy", "elevation", "azimuth", "distance")

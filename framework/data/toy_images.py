@@ -1,0 +1,104 @@
+"""Batches of toy-world renders with their prompts, for training the text-to-image toy prior.
+
+The renders come from models/priors/toy/dataset.py (held-out prompts excluded), generated once and
+cached to `cache_path` (regenerated when the cached file was made with other settings). Each batch
+draws images at random; a share of them is captioned with the view-dependent prompt of its camera
+("a red cube, front view", DreamFusion's suffixes with the prompt processor's thresholds), so the
+prior understands the prompts that view-dependent prompting will send it. A horizontal flip
+(azimuth -> -azimuth, which keeps the view suffix) doubles the views cheaply.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, List
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from models.priors.toy.dataset import ToyDatasetConfig, generate
+from models.prompt_processors.view_dependent import assign_directions, view_prompts
+
+
+@dataclass
+class ToyImagesDataConfig:
+    _target_: str = "framework.data.toy_images.ToyImagesDataModule"
+    dataset: ToyDatasetConfig = field(default_factory=ToyDatasetConfig)
+    cache_path: str = "outputs/datasets/toy-text-images.pt"
+    """Where the generated renders are kept (relative paths: to the working directory)."""
+    batch_size: int = 32
+    view_prompt_probability: float = 0.5
+    """Share of captions with the camera's view suffix (', front view', ...)."""
+    flip: bool = True
+    seed: int = 0
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Comparable dataset settings (lists from YAML arrive as ListConfig)."""
+    return {k: (v if isinstance(v, (int, float, str, bool)) else [float(x) for x in v]) for k, v in config.items()}
+
+
+def load_or_generate(cfg: ToyDatasetConfig, path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_file():
+        data = torch.load(path, weights_only=False)
+        if _settings(data.get("config") or {}) == _settings(vars(cfg)):
+            return data
+        print(f"{path} was generated with other settings; generating again", flush=True)
+    print(f"generating {cfg.n_images} toy renders at {cfg.resolution}² -> {path}", flush=True)
+    data = generate(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(data, path)
+    return data
+
+
+class ToyImageBatches(IterableDataset):
+    """Endless batches {"images": (B, 3, R, R) in [-1, 1], "prompts": list of B str}."""
+
+    def __init__(self, data: dict[str, Any], cfg: ToyImagesDataConfig):
+        self.images = data["images"]  # (N, R, R, 3) uint8
+        self.prompts = data["prompts"]
+        self.prompt_index = data["prompt_index"]
+        self.directions = assign_directions(data["elevation"], data["azimuth"])  # (N,) 0 side .. 3 overhead
+        self.cfg = cfg
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def caption(self, i: int, with_view: bool) -> str:
+        prompt = self.prompts[int(self.prompt_index[i])]
+        return view_prompts(prompt)[int(self.directions[i])] if with_view else prompt
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        g, b = self.generator, self.cfg.batch_size
+        while True:
+            rows = torch.randint(len(self.images), (b,), generator=g)
+            images = self.images[rows].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            if self.cfg.flip:
+                flip = torch.rand(b, generator=g) < 0.5
+                images[flip] = images[flip].flip(-1)
+            with_view = torch.rand(b, generator=g) < self.cfg.view_prompt_probability
+            prompts = [self.caption(int(i), bool(v)) for i, v in zip(rows, with_view)]
+            yield {"images": images, "prompts": prompts}
+
+
+class ToyImagesDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: ToyImagesDataConfig, **runtime_objects: Any):
+        super().__init__()
+        self.cfg = cfg
+        self.data: dict[str, Any] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is None:
+            self.data = load_or_generate(self.cfg.dataset, self.cfg.cache_path)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(ToyImageBatches(self.data, self.cfg), batch_size=None, num_workers=0)
+
+    def _one_item(self) -> DataLoader:
+        # validation and test sample on their own; Lightning only needs a step to call
+        return DataLoader([0], batch_size=None)
+
+    val_dataloader = _one_item
+    test_dataloader = _one_item

@@ -33,6 +33,9 @@ from systems.magic3d import Magic3DRefineConfig
 from systems.sjc import SJCConfig
 from systems.train_toy_text_prior import ToyTextPriorTrainingConfig
 from framework.data.toy_images import ToyImagesDataConfig
+from framework.data.toy_view_pairs import ToyViewPairsDataConfig
+from models.priors.zero123 import Zero123PriorConfig
+from systems.train_toy_view_prior import ToyViewPriorTrainingConfig
 
 SCHEMAS = {
     "run": RunConfig,
@@ -61,6 +64,9 @@ SCHEMAS = {
     "system/magic3d-refine": Magic3DRefineConfig,
     "data/toy-images": ToyImagesDataConfig,
     "system/train-toy-text-prior": ToyTextPriorTrainingConfig,
+    "data/toy-view-pairs": ToyViewPairsDataConfig,
+    "system/train-toy-view-prior": ToyViewPriorTrainingConfig,
+    "prior/zero123": Zero123PriorConfig,
 }
 
 

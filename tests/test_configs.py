@@ -14,7 +14,8 @@ from framework.config import instantiate, missing_keys
 from framework.interfaces import Background, Geometry, Guidance, Material, PromptProcessor, Renderer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-METHODS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
+METHODS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base" and not p.stem.startswith("train-"))
+PRIOR_TRAININGS = sorted(p.stem for p in CONFIGS.glob("train-*.yaml"))
 SMALL = ["system.guidance.prior.n_exemplars=16", "system.guidance.prior.supersample=1"]
 
 
@@ -58,6 +59,17 @@ def test_method_composes_and_instantiates(method, tmp_path, request):
     assert isinstance(system.geometry, Geometry) and isinstance(system.material, Material)
     assert isinstance(system.background, Background) and isinstance(system.renderer, Renderer)
     assert isinstance(system.prompt_processor, PromptProcessor) and isinstance(system.guidance, Guidance)
+
+
+@pytest.mark.parametrize("config", PRIOR_TRAININGS)
+def test_prior_training_config_composes_and_instantiates(config, tmp_path):
+    """The configs that train the shipped toy priors (launch.py --config-name train-...)."""
+    cfg = compose_method(config, [f"data.cache_path={tmp_path / 'data.pt'}"])
+    assert missing_keys(cfg) == [], f"{config} leaves required values unset"
+    assert cfg.trainer.max_steps > 0 and cfg.checkpoint.every_n_train_steps > 0
+    instantiate(cfg.data)  # builds nothing heavy: the renders are made (or loaded) at setup
+    system = instantiate(cfg.system, run_dir=str(tmp_path))
+    assert sum(p.numel() for p in system.trained_modules().parameters()) > 0
 
 
 @pytest.mark.parametrize(

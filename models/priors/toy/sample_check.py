@@ -4,6 +4,9 @@ A sample of "a red cube" should show a red-shaded object on white whose outline 
 from some toy camera. Two figures per prompt, on the samples' foreground (pixels far from the white
 background):
 
+The foreground is what differs from the image's own background colour (the median of its border), so
+a sample whose background is tinted rather than white is still judged by its object.
+
 - silhouette_iou: for each sample, the best IoU of its foreground mask with the masks of exemplar
   renders of the prompt (many random toy cameras), averaged over samples. Shape-blind noise or a
   blob scores low; a cube seen from an odd angle still finds a matching view.
@@ -22,12 +25,19 @@ from torch import Tensor
 from models.priors.toy.dataset import ToyDatasetConfig, render_views
 from models.priors.toy.scenes import COLOURS, parse_prompt
 
-FOREGROUND_THRESHOLD = 0.1  # max |rgb - 1| above this is foreground; the darkest background pixel is 1.0
+FOREGROUND_THRESHOLD = 0.15  # max |rgb - background| above this is foreground
+
+
+def background_colour(rgb: Tensor) -> Tensor:
+    """rgb (N, H, W, 3) -> (N, 3): the median colour of each image's one-pixel border. Toy renders have
+    a white border; a sample may have a tinted one, and its object is what differs from that tint."""
+    border = torch.cat([rgb[:, 0], rgb[:, -1], rgb[:, :, 0], rgb[:, :, -1]], dim=1)  # (N, 2H + 2W, 3)
+    return border.median(dim=1).values
 
 
 def foreground(rgb: Tensor) -> Tensor:
-    """rgb (N, H, W, 3) in [0, 1] -> bool (N, H, W)."""
-    return (1.0 - rgb).abs().amax(-1) > FOREGROUND_THRESHOLD
+    """rgb (N, H, W, 3) in [0, 1] -> bool (N, H, W): pixels far from the image's background colour."""
+    return (rgb - background_colour(rgb)[:, None, None]).abs().amax(-1) > FOREGROUND_THRESHOLD
 
 
 def mean_foreground_colour(rgb: Tensor) -> Tensor:

@@ -16,10 +16,11 @@ Outputs of such a run are noise, by construction.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
+
+from models.priors.hf_saving import write_model_index
 
 # Words the tiny tokenizers know as whole tokens; anything else is spelt letter by letter (CLIP)
 # or maps to <unk> piece by piece (T5). Enough for view-dependent toy prompts.
@@ -59,14 +60,6 @@ def t5_tokenizer(words: list[str] = VOCABULARY):
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
     pieces += [("▁" + w, -1.0) for w in words] + [(c, -5.0) for c in LETTERS]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=77)
-
-
-def _model_index(root: Path, class_name: str, parts: dict[str, tuple[str, str]]) -> None:
-    import diffusers
-
-    index = {"_class_name": class_name, "_diffusers_version": diffusers.__version__}
-    index.update({name: list(lib_cls) for name, lib_cls in parts.items()})
-    (root / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
 def save_tiny_stable_diffusion(root: str | Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
@@ -114,7 +107,7 @@ def save_tiny_stable_diffusion(root: str | Path, prediction_type: str = "epsilon
             pad_token_id=tokenizer.pad_token_id,
         )
     ).save_pretrained(root / "text_encoder")
-    _model_index(
+    write_model_index(
         root,
         "StableDiffusionPipeline",
         {
@@ -171,7 +164,7 @@ def save_tiny_deepfloyd_if(root: str | Path, seed: int = 0) -> Path:
             eos_token_id=tokenizer.eos_token_id,
         )
     ).save_pretrained(root / "text_encoder")
-    _model_index(
+    write_model_index(
         root,
         "IFPipeline",
         {

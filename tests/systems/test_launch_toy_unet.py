@@ -7,23 +7,11 @@ import json
 import pytest
 
 from models.priors.hf_loading import PROJECT_ROOT
-from tests.conftest import launch
+from tests.conftest import TINY_TOY_RUN, launch
 
 SHIPPED = PROJECT_ROOT / "models/priors/toy/weights/toy-text-to-image"
-TINY = [
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "trainer.enable_progress_bar=false",
-    "data.eval_height=32",
-    "data.eval_width=32",
-    "data.n_test_views=6",
-    "system.export.texture_size=128",
-    "system.geometry.isosurface_resolution=48",
-    "system.geometry.isosurface_threshold=auto",
-    "system.evaluator.grid_resolution=48",
-    "system.evaluator.n_surface_samples=5000",
-    "logger.tensorboard=false",
-]
+# the toy run's quick settings, minus the exact-score prior's (this prior has no exemplar bank)
+TINY = [o for o in TINY_TOY_RUN if not o.startswith("system.guidance.prior.")] + ["system.geometry.isosurface_threshold=auto"]
 
 
 @pytest.fixture(autouse=True)

@@ -17,14 +17,13 @@ a word outside the vocabulary becomes <unk>, which the prompt processor rejects 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List
 
 import torch
-from torch import nn
 
+from models.priors.hf_saving import save_module_as, write_model_index
 from models.priors.toy.scenes import COLOURS, SHAPES
 
 # Every word of the toy grammar and of the view-dependent suffixes ("<prompt>, front view").
@@ -110,27 +109,20 @@ def tokenize(tokenizer: Any, prompts: list[str]) -> dict[str, torch.Tensor]:
 
 def save_text_to_image_folder(root: str | Path, parts: dict[str, Any], dtype: torch.dtype = torch.float16) -> Path:
     """Write the parts in diffusers' IF layout; network weights as safetensors in `dtype`."""
-    import diffusers
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for name in ("unet", "text_encoder"):
-        module: nn.Module = parts[name]
-        original = next(module.parameters()).dtype
-        module.to(dtype)
-        try:
-            module.save_pretrained(root / name, safe_serialization=True)
-        finally:
-            module.to(original)
+        save_module_as(parts[name], root / name, dtype)
     parts["tokenizer"].save_pretrained(root / "tokenizer")
     parts["scheduler"].save_pretrained(root / "scheduler")
-    index = {
-        "_class_name": "IFPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "scheduler": ["diffusers", "DDPMScheduler"],
-        "text_encoder": ["transformers", "T5EncoderModel"],
-        "tokenizer": ["transformers", "T5Tokenizer"],
-    }
-    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+    write_model_index(
+        root,
+        "IFPipeline",
+        {
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "scheduler": ("diffusers", "DDPMScheduler"),
+            "text_encoder": ("transformers", "T5EncoderModel"),
+            "tokenizer": ("transformers", "T5Tokenizer"),
+        },
+    )
     return root

@@ -15,12 +15,13 @@ statistics: the encoder is trained from scratch on toy renders).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
 import torch
+
+from models.priors.hf_saving import save_module_as, write_model_index
 
 POSE_DIM = 4  # Zero-1-to-3's T: [d polar (rad), sin d azimuth, cos d azimuth, d distance]
 IMAGE_MEAN = [0.5, 0.5, 0.5]
@@ -102,31 +103,20 @@ def build_view_prior(arch: ToyViewPriorArch, seed: Optional[int] = None) -> dict
 def save_view_prior_folder(root: str | Path, parts: dict[str, Any], dtype: torch.dtype = torch.float32) -> Path:
     """Write parts (as build_view_prior returns) in the Zero1to3StableDiffusionPipeline layout; weights as
     safetensors in `dtype` (the modules are cast back to their own dtype afterwards)."""
-    import diffusers
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for name in ("unet", "image_encoder", "cc_projection"):
-        module = parts[name]
-        own = next(module.parameters()).dtype
-        module.to(dtype)
-        try:
-            module.save_pretrained(root / name, safe_serialization=True)
-        finally:
-            module.to(own)
+        save_module_as(parts[name], root / name, dtype)
     parts["scheduler"].save_pretrained(root / "scheduler")
-    if parts.get("feature_extractor") is not None:
-        parts["feature_extractor"].save_pretrained(root / "feature_extractor")
-    index = {
-        "_class_name": "Zero1to3StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-        "cc_projection": ["models.priors.zero123", "CCProjection"],
-        "scheduler": ["diffusers", "DDPMScheduler"],
+    index: dict[str, Any] = {
+        "unet": ("diffusers", "UNet2DConditionModel"),
+        "image_encoder": ("transformers", "CLIPVisionModelWithProjection"),
+        "cc_projection": ("models.priors.zero123", "CCProjection"),
+        "scheduler": ("diffusers", "DDPMScheduler"),
         "requires_safety_checker": False,
     }
     if parts.get("feature_extractor") is not None:
-        index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
-    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+        parts["feature_extractor"].save_pretrained(root / "feature_extractor")
+        index["feature_extractor"] = ("transformers", "CLIPImageProcessor")
+    write_model_index(root, "Zero1to3StableDiffusionPipeline", index)
     return root

@@ -9,6 +9,15 @@ from typing import Any
 import torch
 from torch import nn
 
+# The parts of a DeepFloyd IF stage-I folder, as model_index.json lists them (the tiny random
+# pipeline and the text-to-image toy prior both write this layout).
+IF_STAGE_I_PARTS: dict[str, tuple[str, str]] = {
+    "unet": ("diffusers", "UNet2DConditionModel"),
+    "scheduler": ("diffusers", "DDPMScheduler"),
+    "text_encoder": ("transformers", "T5EncoderModel"),
+    "tokenizer": ("transformers", "T5Tokenizer"),
+}
+
 
 def save_module_as(module: nn.Module, folder: Path, dtype: torch.dtype) -> None:
     """module.save_pretrained(folder) as safetensors in `dtype` (fp16 halves the files); the module

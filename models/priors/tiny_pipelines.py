@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from models.priors.hf_saving import write_model_index
+from models.priors.hf_saving import IF_STAGE_I_PARTS, write_model_index
 
 # Words the tiny tokenizers know as whole tokens; anything else is spelt letter by letter (CLIP)
 # or maps to <unk> piece by piece (T5). Enough for view-dependent toy prompts.
@@ -164,16 +164,7 @@ def save_tiny_deepfloyd_if(root: str | Path, seed: int = 0) -> Path:
             eos_token_id=tokenizer.eos_token_id,
         )
     ).save_pretrained(root / "text_encoder")
-    write_model_index(
-        root,
-        "IFPipeline",
-        {
-            "unet": ("diffusers", "UNet2DConditionModel"),
-            "scheduler": ("diffusers", "DDPMScheduler"),
-            "text_encoder": ("transformers", "T5EncoderModel"),
-            "tokenizer": ("transformers", "T5Tokenizer"),
-        },
-    )
+    write_model_index(root, "IFPipeline", IF_STAGE_I_PARTS)
     return root
 
 

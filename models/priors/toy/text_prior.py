@@ -23,7 +23,7 @@ from typing import Any, List
 
 import torch
 
-from models.priors.hf_saving import save_module_as, write_model_index
+from models.priors.hf_saving import IF_STAGE_I_PARTS, save_module_as, write_model_index
 from models.priors.toy.scenes import COLOURS, SHAPES
 
 # Every word of the toy grammar and of the view-dependent suffixes ("<prompt>, front view").
@@ -115,14 +115,5 @@ def save_text_to_image_folder(root: str | Path, parts: dict[str, Any], dtype: to
         save_module_as(parts[name], root / name, dtype)
     parts["tokenizer"].save_pretrained(root / "tokenizer")
     parts["scheduler"].save_pretrained(root / "scheduler")
-    write_model_index(
-        root,
-        "IFPipeline",
-        {
-            "unet": ("diffusers", "UNet2DConditionModel"),
-            "scheduler": ("diffusers", "DDPMScheduler"),
-            "text_encoder": ("transformers", "T5EncoderModel"),
-            "tokenizer": ("transformers", "T5Tokenizer"),
-        },
-    )
+    write_model_index(root, "IFPipeline", IF_STAGE_I_PARTS)
     return root

@@ -47,6 +47,9 @@ class ToyTextPriorTrainingConfig(PriorTrainingConfig):
     samples_per_prompt: int = 8
     sample_seed: int = 0
     n_check_exemplars: int = 64
+    check_cameras: Optional[Any] = None
+    """Camera ranges of the sample check's exemplars (a ToyDatasetConfig node); the training config
+    points it at the training data's (${data.dataset}). None: the toy method configs' ranges."""
     init_seed: Optional[int] = None
     """Seed of the initial weights; None: the run's seed."""
 
@@ -61,7 +64,7 @@ class ToyTextPriorTraining(PriorTrainingSystem):
         self.tokenizer = parts["tokenizer"]
         self.scheduler = parts["scheduler"]
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.float().clone(), persistent=False)
-        self.checker = SampleCheck(n_exemplars=cfg.n_check_exemplars, resolution=cfg.architecture.sample_size)
+        self.checker = SampleCheck(n_exemplars=cfg.n_check_exemplars, resolution=cfg.architecture.sample_size, cameras=cfg.check_cameras)
         self.setup_ema()
 
     def trained_modules(self) -> nn.ModuleDict:

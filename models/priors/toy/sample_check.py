@@ -18,6 +18,7 @@ a sample whose background is tinted rather than white is still judged by its obj
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -62,12 +63,18 @@ class SampleCheck:
     n_exemplars: int = 64
     resolution: int = 32
     seed: int = 1234
+    cameras: Optional[Any] = None
+    """Where the exemplars are seen from: a ToyDatasetConfig (or its config node), normally the prior's
+    training data's, so samples are compared with views the prior was taught. None: the toy ranges."""
     _cache: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def exemplars(self, prompt: str) -> Tensor:
         """(n_exemplars, R, R, 3) renders of the prompt, made once per prompt."""
         if prompt not in self._cache:
             cfg = ToyDatasetConfig(resolution=self.resolution)
+            if self.cameras is not None:
+                for key in ("elevation_range", "camera_distance_range", "fovy_range"):
+                    setattr(cfg, key, [float(v) for v in getattr(self.cameras, key)])
             self._cache[prompt] = render_views(prompt, self.n_exemplars, cfg, self.seed)
         return self._cache[prompt]
 

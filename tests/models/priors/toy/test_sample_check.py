@@ -30,3 +30,13 @@ def test_wrong_shape_colour_and_noise_score_lower():
     assert wrong_shape["silhouette_iou"] < right["silhouette_iou"] - 0.2
     assert wrong_colour["colour_correct"] == 0.0 and wrong_colour["colour_error"] > 0.1
     assert noise["silhouette_iou"] < 0.6
+
+
+def test_exemplars_are_seen_from_the_given_cameras():
+    # a sphere looks the same from every direction: from one distance and field of view every exemplar
+    # is the same silhouette, over the toy ranges of distance and fov they differ in size
+    one_camera = ToyDatasetConfig(camera_distance_range=[1.6, 1.6], fovy_range=[40.0, 40.0])
+    fixed = SampleCheck(n_exemplars=8, resolution=32, cameras=one_camera).exemplars("a red sphere")
+    ranged = SampleCheck(n_exemplars=8, resolution=32).exemplars("a red sphere")
+    area = lambda rgb: (rgb < 0.95).any(-1).float().sum((1, 2))  # noqa: E731
+    assert area(fixed).std() < 1.0 < area(ranged).std()

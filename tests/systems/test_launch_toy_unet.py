@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from models.priors.hf_loading import PROJECT_ROOT
 from tests.conftest import TINY_TOY_RUN, launch
+from tests.test_configs import compose_method
 
 SHIPPED = PROJECT_ROOT / "models/priors/toy/weights/toy-text-to-image"
 # the toy run's quick settings, minus the exact-score prior's (this prior has no exemplar bank)
@@ -34,3 +36,14 @@ def test_unknown_word_stops_the_run_with_the_vocabulary(tmp_path, toy_cache):
     result = launch(["--config-name", "dreamfusion-toy-unet", *args, *TINY], toy_cache)
     assert result.returncode == 2
     assert "does not know ['blurry']" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_method_cameras_are_those_the_prior_was_trained_on():
+    """TOYWORLD.md: cameras come from the ranges of the method that uses them. The text prior is not told
+    the camera distance or field of view, so a method drawing others would ask it about views it never saw
+    (and with a distance range it could not tell an object's size: SDS grows it to the largest plausible)."""
+    method = compose_method("dreamfusion-toy-unet").data
+    trained = OmegaConf.load(SHIPPED / "training-config.yaml").data.dataset
+    for key in ("elevation_range", "camera_distance_range", "fovy_range"):
+        assert list(method[key]) == list(trained[key]), key
+    assert method.height == method.width == OmegaConf.load(SHIPPED / "training-config.yaml").data.dataset.resolution

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from framework.data.render_cache import load_or_make
 from models.priors.toy.dataset import ToyDatasetConfig, generate
 from models.prompt_processors.view_dependent import assign_directions, view_prompts
 
@@ -35,23 +35,9 @@ class ToyImagesDataConfig:
     seed: int = 0
 
 
-def _settings(config: dict[str, Any]) -> dict[str, Any]:
-    """Comparable dataset settings (lists from YAML arrive as ListConfig)."""
-    return {k: (v if isinstance(v, (int, float, str, bool)) else [float(x) for x in v]) for k, v in config.items()}
-
-
 def load_or_generate(cfg: ToyDatasetConfig, path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_file():
-        data = torch.load(path, weights_only=False)
-        if _settings(data.get("config") or {}) == _settings(vars(cfg)):
-            return data
-        print(f"{path} was generated with other settings; generating again", flush=True)
-    print(f"generating {cfg.n_images} toy renders at {cfg.resolution}² -> {path}", flush=True)
-    data = generate(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, path)
-    return data
+    """The renders for cfg, from the cache at `path` when it was made with the same settings."""
+    return load_or_make(path, vars(cfg), lambda: generate(cfg))
 
 
 class ToyImageBatches(IterableDataset):

@@ -13,9 +13,7 @@ Batch (B = batch_size): target, cond (B, 3, H, W) in [-1, 1]; cond_/target_ elev
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytorch_lightning as pl
@@ -24,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from framework.data.random_camera import RandomCameraDataConfig, RandomCameraIterableDataset
+from framework.data.render_cache import load_or_make
 
 
 def relative_pose(
@@ -111,20 +110,7 @@ def _cache_key(cfg: ToyViewPairsDataConfig) -> dict[str, Any]:
 
 def load_or_generate(cfg: ToyViewPairsDataConfig) -> dict[str, Any]:
     """The cached views for cfg, rendering (and saving) them first if the cache is missing or stale."""
-    path = Path(cfg.cache_path)
-    if path.is_file():
-        data = torch.load(path, map_location="cpu", weights_only=False)
-        if data.get("config") == _cache_key(cfg):
-            return data
-        print(f"{path} was made with other settings: regenerating", flush=True)
-    start = time.perf_counter()
-    data = generate_views(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(data, tmp)
-    tmp.replace(path)  # atomic: a killed run never leaves a half-written cache
-    print(f"rendered {cfg.n_scenes} x {cfg.views_per_scene} toy views -> {path} ({time.perf_counter() - start:.1f} s)", flush=True)
-    return data
+    return load_or_make(cfg.cache_path, _cache_key(cfg), lambda: generate_views(cfg))
 
 
 class ToyViewPairs(IterableDataset):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,9 @@ from systems.train_toy_text_prior import HELD_OUT_SINGLES, TRAINED_SINGLES  # no
 
 def run_one(config: str, prompt: str, out_root: Path, overrides: list[str]) -> dict[str, float]:
     run_dir = out_root / prompt.replace(" ", "_")
+    # A run into an old run's folder would sit beside its checkpoints (Lightning names the new ones
+    # last-v1.ckpt, ...), and resume=<run>/ckpts/last.ckpt would then pick up the old run's weights.
+    shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, str(REPO / "launch.py"), "--config-name", config, f"system.prompt={prompt}",

@@ -12,7 +12,8 @@ around it, which is where the bugs live:
 - orientation: faces are wound so normals point outward (positive signed volume), whatever
   winding the installed PyMCubes uses.
 
-Optional cleanup drops small disconnected components (floaters) with trimesh.
+Optional cleanup drops small disconnected components (floaters) with trimesh, and optional
+cavity filling (scipy.ndimage.binary_fill_holes) makes enclosed empty pockets solid.
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def marching_cubes(
     threshold: float,
     inside: str = "above",
     min_component_fraction: float = 0.0,
+    fill_cavities: bool = False,
+    cavity_closing: int = 0,
 ) -> Mesh:
     """Mesh the level set `field == threshold` in world coordinates, closed and outward-facing.
 
@@ -62,6 +65,12 @@ def marching_cubes(
         field < threshold, SDFs).
     min_component_fraction: drop connected components with fewer than this fraction of the
         faces (0 keeps everything).
+    fill_cavities: count outside regions that do not reach the grid's boundary (pockets enclosed
+        by the object) as inside, so the mesh has no inner, inward-facing shells.
+    cavity_closing: with fill_cavities, a pocket also counts as enclosed when its openings to the
+        outside are at most about 2 * cavity_closing cells wide (a morphological closing by a ball of
+        that radius in cells decides which pockets are enclosed; only the pockets are filled, the
+        openings and the rest of the surface stay as they were).
     Returns Mesh(vertices (V, 3) float32, faces (F, 3) long).
     Raises ValueError when the grid has no point on one side of the threshold.
     """
@@ -94,6 +103,23 @@ def marching_cubes(
             f"set system.geometry.isosurface_threshold=<value> (or =auto) and export again from the run's "
             f"checkpoint with `mode=export resume=<run dir>/ckpts/last.ckpt`."
         )
+    if fill_cavities:
+        from scipy import ndimage
+
+        inside_mask = vol > iso
+        closed = inside_mask
+        if cavity_closing > 0:
+            r = int(cavity_closing)
+            ball = np.linalg.norm(np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1], axis=0) <= r
+            # padded so that the closing's erosion does not eat objects touching the box
+            closed = ndimage.binary_closing(np.pad(inside_mask, r + 1), structure=ball)[
+                r + 1 : -(r + 1), r + 1 : -(r + 1), r + 1 : -(r + 1)
+            ]
+        cavities = ndimage.binary_fill_holes(closed) & ~closed
+        if cavities.any():
+            # Just above the level everywhere in a pocket: marching cubes puts no surface in it, and its
+            # rim's interpolated vertices sit at the original crossing on the solid side.
+            vol = np.where(cavities, max(float(vol.max()), iso + 1.0), vol)
     # One cell of clearly-outside padding closes surfaces that touch the box.
     pad_value = min(float(vol.min()), iso) - 1.0
     vol = np.pad(vol, 1, mode="constant", constant_values=pad_value)
@@ -153,6 +179,8 @@ def extract_isosurface(
     chunk_size: int = 262144,
     device: torch.device | str | None = None,
     min_component_fraction: float = 0.0,
+    fill_cavities: bool = False,
+    cavity_closing: int = 0,
 ) -> Mesh:
     """Evaluate `density_fn` on the R^3 grid (in chunks, without gradients) and mesh it.
 
@@ -168,4 +196,4 @@ def extract_isosurface(
         out = density_fn(chunk)
         values.append(out.reshape(chunk.shape[0], -1)[:, 0].float().cpu())
     field = torch.cat(values).reshape(resolution, resolution, resolution)
-    return marching_cubes(field, radius, threshold, inside, min_component_fraction)
+    return marching_cubes(field, radius, threshold, inside, min_component_fraction, fill_cavities, cavity_closing)

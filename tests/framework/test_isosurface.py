@@ -110,3 +110,36 @@ def test_remove_small_components():
     assert cleaned.vertices.norm(dim=-1).max() < 0.32
     kept = marching_cubes(sdf.reshape(64, 64, 64), BOX, 0.0, "below", min_component_fraction=0.1)
     assert kept.n_faces == cleaned.n_faces
+
+
+def test_fill_cavities_makes_a_hollow_shell_solid_and_keeps_a_through_hole():
+    pts = grid_points(64, BOX)
+    radius = pts.norm(dim=-1)
+    # a shell of density 10 between radii 0.25 and 0.4, empty (0) inside and out
+    shell = ((radius > 0.25) & (radius < 0.4)).float().mul(10.0).reshape(64, 64, 64)
+    hollow = _to_trimesh(marching_cubes(shell, BOX, 5.0, "above"))
+    solid = _to_trimesh(marching_cubes(shell, BOX, 5.0, "above", fill_cavities=True))
+    ball = 4.0 / 3.0 * np.pi * 0.4**3
+    assert hollow.volume == pytest.approx(ball - 4.0 / 3.0 * np.pi * 0.25**3, rel=0.1)
+    assert solid.volume == pytest.approx(ball, rel=0.05)
+    assert solid.is_watertight and solid.volume > 0
+    assert len(solid.split(only_watertight=False)) == 1  # no inner shell left
+
+    # a torus: its hole reaches the box's boundary, so it is not a cavity and stays open
+    x, y, z = pts.unbind(-1)
+    torus = ((torch.sqrt(x**2 + y**2) - 0.3) ** 2 + z**2 < 0.12**2).float().mul(10.0).reshape(64, 64, 64)
+    plain = _to_trimesh(marching_cubes(torus, BOX, 5.0, "above"))
+    filled = _to_trimesh(marching_cubes(torus, BOX, 5.0, "above", fill_cavities=True))
+    assert filled.volume == pytest.approx(plain.volume, rel=1e-6)
+
+
+def test_cavity_closing_fills_a_pocket_with_a_narrow_opening_only():
+    pts = grid_points(64, BOX)
+    radius = pts.norm(dim=-1)
+    # the shell above, pierced by a hole about 3 cells wide along +x
+    hole = (pts[:, 0] > 0) & (pts[:, 1].abs() < 0.02) & (pts[:, 2].abs() < 0.02)
+    shell = ((radius > 0.25) & (radius < 0.4) & ~hole).float().mul(10.0).reshape(64, 64, 64)
+    open_pocket = _to_trimesh(marching_cubes(shell, BOX, 5.0, "above", fill_cavities=True))
+    closed_pocket = _to_trimesh(marching_cubes(shell, BOX, 5.0, "above", fill_cavities=True, cavity_closing=3))
+    assert open_pocket.volume == pytest.approx(4.0 / 3.0 * np.pi * (0.4**3 - 0.25**3), rel=0.1)
+    assert closed_pocket.volume == pytest.approx(4.0 / 3.0 * np.pi * 0.4**3, rel=0.05)

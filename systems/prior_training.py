@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -35,6 +36,12 @@ class PriorTrainingConfig:
     lr: float = 5.0e-4
     weight_decay: float = 0.0
     warmup_steps: int = 200
+    lr_decay_start: Optional[int] = None
+    """Step from which the learning rate falls along a half cosine to `lr_final_ratio * lr` at
+    `lr_decay_end` (and stays there); None keeps it constant after the warm-up. A run resumed from a
+    constant-rate checkpoint can anneal this way: a falling rate lets the weights settle."""
+    lr_decay_end: Optional[int] = None
+    lr_final_ratio: float = 0.0
     ema_decay: float = 0.999
     """Decay of the weights' moving average (with diffusers' EMA warm-up, so early steps average less)."""
     condition_dropout: float = 0.1
@@ -54,6 +61,13 @@ class PriorTrainingSystem(pl.LightningModule):
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else Path(".")
         self.metrics: dict[str, float] = {}
+        if (cfg.lr_decay_start is None) != (cfg.lr_decay_end is None) or (
+            cfg.lr_decay_start is not None and cfg.lr_decay_end <= cfg.lr_decay_start
+        ):
+            raise ValueError(
+                f"lr_decay_start={cfg.lr_decay_start} and lr_decay_end={cfg.lr_decay_end}: give both, with "
+                "lr_decay_end after lr_decay_start (or neither, for a constant rate after the warm-up)"
+            )
         if cfg.save_dtype not in ("float16", "float32"):
             raise ValueError(f"save_dtype must be float16 or float32, got {cfg.save_dtype!r}")
 
@@ -102,9 +116,17 @@ class PriorTrainingSystem(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.trained_modules().parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        warmup = max(1, self.cfg.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """Learning rate at `step` over cfg.lr: linear warm-up, then constant or a cosine decay."""
+        cfg = self.cfg
+        factor = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        if cfg.lr_decay_start is None or step < cfg.lr_decay_start:
+            return factor
+        progress = min(1.0, (step - cfg.lr_decay_start) / max(1, cfg.lr_decay_end - cfg.lr_decay_start))
+        return factor * (cfg.lr_final_ratio + (1.0 - cfg.lr_final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def noised(self, x0: Tensor, alphas_cumprod: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x0 (B, C, H, W) -> (x_t, t (B,) long, eps): the forward process q(x_t | x_0) at uniform t."""

@@ -31,7 +31,7 @@ from framework.interfaces import Mesh
 class EmptySurfaceError(UserError, ValueError):
     """The field does not cross the isosurface threshold: there is nothing to mesh at that level."""
 
-__all__ = ["grid_points", "marching_cubes", "extract_isosurface", "remove_small_components"]
+__all__ = ["grid_points", "marching_cubes", "extract_isosurface", "remove_small_components", "enclosed_cavities"]
 
 
 def grid_points(resolution: int, radius: float) -> Tensor:
@@ -104,18 +104,7 @@ def marching_cubes(
             f"checkpoint with `mode=export resume=<run dir>/ckpts/last.ckpt`."
         )
     if fill_cavities:
-        from scipy import ndimage
-
-        inside_mask = vol > iso
-        closed = inside_mask
-        if cavity_closing > 0:
-            r = int(cavity_closing)
-            ball = np.linalg.norm(np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1], axis=0) <= r
-            # padded so that the closing's erosion does not eat objects touching the box
-            closed = ndimage.binary_closing(np.pad(inside_mask, r + 1), structure=ball)[
-                r + 1 : -(r + 1), r + 1 : -(r + 1), r + 1 : -(r + 1)
-            ]
-        cavities = ndimage.binary_fill_holes(closed) & ~closed
+        cavities = enclosed_cavities(vol > iso, cavity_closing)
         if cavities.any():
             # Just above the level everywhere in a pocket: marching cubes puts no surface in it, and its
             # rim's interpolated vertices sit at the original crossing on the solid side.
@@ -143,6 +132,26 @@ def marching_cubes(
     if min_component_fraction > 0:
         mesh = remove_small_components(mesh, min_component_fraction)
     return mesh
+
+
+def enclosed_cavities(inside: np.ndarray, closing: int = 0) -> np.ndarray:
+    """inside (R, R, R) bool -> (R, R, R) bool: the empty cells the object encloses.
+
+    An empty cell is enclosed when it cannot reach the grid's border through empty cells
+    (6-connected; scipy.ndimage.binary_fill_holes). With closing > 0, openings up to about
+    2 * closing cells wide are shut first (a morphological closing by a ball of that radius), so a
+    pocket reached only through such gaps is enclosed too; the gaps themselves are not returned.
+    """
+    from scipy import ndimage
+
+    closed = inside
+    if closing > 0:
+        r = int(closing)
+        ball = np.linalg.norm(np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1], axis=0) <= r
+        # padded so that the closing's erosion does not eat objects touching the box
+        pad = r + 1
+        closed = ndimage.binary_closing(np.pad(inside, pad), structure=ball)[pad:-pad, pad:-pad, pad:-pad]
+    return ndimage.binary_fill_holes(closed) & ~closed
 
 
 def remove_small_components(mesh: Mesh, min_fraction: float) -> Mesh:

@@ -231,9 +231,9 @@ def clean_level_set(sdf: Tensor, cfg: DMTetConfig) -> Tensor:
     A NeRF's density has enclosed low-density bubbles and small detached blobs ("floaters"); at a
     level set they become closed inner surfaces and specks that rasterization and the scores
     (Chamfer samples every surface) see, though no view of the object does. Empty regions not
-    connected to the grid's border (6-connectivity) are set inside; inside regions smaller than
-    `min_component_fraction` of the largest are set outside. scipy's connected-component labelling
-    does the work (CPU, once per initialisation).
+    connected to the grid's border (6-connectivity, framework.isosurface.enclosed_cavities) are set
+    inside; inside regions smaller than `min_component_fraction` of the largest are set outside.
+    scipy's connected-component labelling does the work (CPU, once per initialisation).
     """
     import numpy as np
     from scipy import ndimage
@@ -241,9 +241,9 @@ def clean_level_set(sdf: Tensor, cfg: DMTetConfig) -> Tensor:
     values = sdf.detach().cpu().numpy().copy()
     inside = values < 0
     if cfg.fill_cavities:
-        labels, _ = ndimage.label(~inside)
-        border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()]))
-        cavity = (labels > 0) & ~np.isin(labels, border)
+        from framework.isosurface import enclosed_cavities
+
+        cavity = enclosed_cavities(inside)
         values[cavity] = -np.abs(values[cavity]).clip(min=1e-3)
         inside |= cavity
     if cfg.min_component_fraction > 0:

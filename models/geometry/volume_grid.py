@@ -50,6 +50,8 @@ class VolumeGridConfig:
     isosurface_resolution: int = 128
     isosurface_threshold: Any = 25.0  # a float, or "auto" (models/geometry/implicit_volume.py auto_threshold)
     isosurface_chunk: int = 2**18
+    isosurface_fill_cavities: bool = True  # see ImplicitVolumeConfig
+    isosurface_cavity_max_opening: float = 0.0  # see ImplicitVolumeConfig
 
 
 class VolumeGrid(Geometry):

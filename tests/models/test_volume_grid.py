@@ -110,3 +110,13 @@ def test_volume_renderer_renders_four_channel_latents():
     assert geo.grid.grad.abs().sum() > 0 and bg.texture.grad.abs().sum() > 0
     fixed = renderer.eval()(rays_o, rays_d, light, bg_color=torch.zeros(4))
     assert fixed["comp_rgb"].shape == (1, 6, 6, 4) and fixed["comp_rgb_bg"].abs().sum() == 0
+
+
+def test_config_has_every_isosurface_field_that_the_shared_isosurface_reads():
+    from dataclasses import fields
+
+    from models.geometry.implicit_volume import ImplicitVolumeConfig
+    from models.geometry.volume_grid import VolumeGridConfig
+
+    needed = {f.name for f in fields(ImplicitVolumeConfig) if f.name.startswith("isosurface")}
+    assert needed <= {f.name for f in fields(VolumeGridConfig)}

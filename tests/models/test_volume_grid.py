@@ -116,7 +116,6 @@ def test_config_has_every_isosurface_field_that_the_shared_isosurface_reads():
     from dataclasses import fields
 
     from models.geometry.implicit_volume import ImplicitVolumeConfig
-    from models.geometry.volume_grid import VolumeGridConfig
 
     needed = {f.name for f in fields(ImplicitVolumeConfig) if f.name.startswith("isosurface")}
     assert needed <= {f.name for f in fields(VolumeGridConfig)}

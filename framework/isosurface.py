@@ -188,8 +188,6 @@ def extract_isosurface(
     chunk_size: int = 262144,
     device: torch.device | str | None = None,
     min_component_fraction: float = 0.0,
-    fill_cavities: bool = False,
-    cavity_closing: int = 0,
 ) -> Mesh:
     """Evaluate `density_fn` on the R^3 grid (in chunks, without gradients) and mesh it.
 
@@ -205,4 +203,4 @@ def extract_isosurface(
         out = density_fn(chunk)
         values.append(out.reshape(chunk.shape[0], -1)[:, 0].float().cpu())
     field = torch.cat(values).reshape(resolution, resolution, resolution)
-    return marching_cubes(field, radius, threshold, inside, min_component_fraction, fill_cavities, cavity_closing)
+    return marching_cubes(field, radius, threshold, inside, min_component_fraction)

@@ -125,7 +125,7 @@ class PriorTrainingSystem(pl.LightningModule):
         factor = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         if cfg.lr_decay_start is None or step < cfg.lr_decay_start:
             return factor
-        progress = min(1.0, (step - cfg.lr_decay_start) / max(1, cfg.lr_decay_end - cfg.lr_decay_start))
+        progress = min(1.0, (step - cfg.lr_decay_start) / (cfg.lr_decay_end - cfg.lr_decay_start))
         return factor * (cfg.lr_final_ratio + (1.0 - cfg.lr_final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def noised(self, x0: Tensor, alphas_cumprod: Tensor) -> tuple[Tensor, Tensor, Tensor]:

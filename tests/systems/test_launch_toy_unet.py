@@ -46,4 +46,4 @@ def test_method_cameras_are_those_the_prior_was_trained_on():
     trained = OmegaConf.load(SHIPPED / "training-config.yaml").data.dataset
     for key in ("elevation_range", "camera_distance_range", "fovy_range"):
         assert list(method[key]) == list(trained[key]), key
-    assert method.height == method.width == OmegaConf.load(SHIPPED / "training-config.yaml").data.dataset.resolution
+    assert method.height == method.width == trained.resolution

@@ -3,8 +3,9 @@
 The renders come from models/priors/toy/dataset.py (held-out prompts excluded), generated once and
 cached to `cache_path` (regenerated when the cached file was made with other settings). Each batch
 draws images at random; a share of them is captioned with the view-dependent prompt of its camera
-("a red cube, front view", DreamFusion's suffixes with the prompt processor's thresholds), so the
-prior understands the prompts that view-dependent prompting will send it. A horizontal flip
+("a red cube, front view", DreamFusion's suffixes, or six views with diagonal ones; `view_directions`
+must equal the prompt processor's thresholds of the method that uses the prior), so the prior
+understands the prompts that view-dependent prompting will send it. A horizontal flip
 (azimuth -> -azimuth, which keeps the view suffix) doubles the views cheaply.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from framework.data.render_cache import load_or_make
 from models.priors.toy.dataset import ToyDatasetConfig, generate
-from models.prompt_processors.view_dependent import assign_directions, view_prompts
+from models.prompt_processors.view_dependent import ViewDirections, view_prompts
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ToyImagesDataConfig:
     batch_size: int = 32
     view_prompt_probability: float = 0.5
     """Share of captions with the camera's view suffix (', front view', ...)."""
+    view_directions: ViewDirections = field(default_factory=ViewDirections)
+    """Which view suffix a camera gets; the method using the prior must assign views the same way."""
     flip: bool = True
     seed: int = 0
 
@@ -47,13 +50,15 @@ class ToyImageBatches(IterableDataset):
         self.images = data["images"]  # (N, R, R, 3) uint8
         self.prompts = data["prompts"]
         self.prompt_index = data["prompt_index"]
-        self.directions = assign_directions(data["elevation"], data["azimuth"])  # (N,) 0 side .. 3 overhead
+        self.directions = cfg.view_directions.assign(data["elevation"], data["azimuth"])  # (N,) view indices
         self.cfg = cfg
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     def caption(self, i: int, with_view: bool) -> str:
         prompt = self.prompts[int(self.prompt_index[i])]
-        return view_prompts(prompt)[int(self.directions[i])] if with_view else prompt
+        if not with_view:
+            return prompt
+        return view_prompts(prompt, diagonal_views=self.cfg.view_directions.diagonal_views)[int(self.directions[i])]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         g, b = self.generator, self.cfg.batch_size

@@ -1,7 +1,7 @@
 """Text prompt processors for Stable Diffusion (CLIP) and DeepFloyd IF (T5).
 
-At construction the processor embeds, once, the prompt, the negative prompt and the four
-view-dependent prompts ("<prompt>, front view", ...; per-view overrides allowed), through the
+At construction the processor embeds, once, the prompt, the negative prompt and the four (six with
+diagonal views) view-dependent prompts ("<prompt>, front view", ...; per-view overrides allowed), through the
 on-disk cache (models/prompt_processors/embedding_cache.py) keyed by model and prompt. Only on a
 cache miss is the text encoder loaded, and it is released right after embedding (a T5-XXL would
 otherwise hold ~9 GB for the whole run). Each step, `forward()` returns a `TextCondition` that
@@ -23,7 +23,7 @@ from framework.interfaces import PromptProcessor
 from models.priors.hf_loading import ModelSource
 from models.prompt_processors.embedding_cache import EmbeddingCache
 from models.prompt_processors.text_condition import PerpNegFunctions, TextCondition
-from models.prompt_processors.view_dependent import VIEW_NAMES, ViewDirections, view_prompts
+from models.prompt_processors.view_dependent import ViewDirections, view_names, view_prompts
 
 
 def default_text_cache_dir() -> Path:
@@ -48,8 +48,12 @@ class TextPromptProcessorConfig:
     """|azimuth| above 180 minus this is a back view."""
     overhead_threshold: float = 60.0
     """elevation above this (degrees) is an overhead view."""
+    diagonal_threshold: Optional[float] = None
+    """None: the four DreamFusion views. Else also ', front side view' / ', backside side view' where
+    |azimuth| is within this of 45 / 135 degrees: only for a prior trained with those words (the toy prior)."""
     view_prompt_overrides: Dict[str, str] = field(default_factory=dict)
-    """Full replacement texts for some views, e.g. {front: "a corgi's face"}; keys side|front|back|overhead."""
+    """Full replacement texts for some views, e.g. {front: "a corgi's face"}; keys side|front|back|overhead
+    (and front_side|back_side with diagonal views)."""
     use_perp_neg: bool = False
     """Perp-Neg (Armandpour et al. 2023): push away from the other views' prompts (fixes Janus faces)."""
     perp_neg_f_sb: List[float] = field(default_factory=lambda: [1.0, 0.5, -0.606])
@@ -77,20 +81,29 @@ class TextPromptProcessor(PromptProcessor):
             raise ConfigError("system.prompt is empty: give a text prompt, e.g. system.prompt=\"a hamburger\"")
         if cfg.text_encoder_device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"prompt_processor.text_encoder_device must be auto | cpu | cuda, got {cfg.text_encoder_device!r}")
-        unknown = set(cfg.view_prompt_overrides) - set(VIEW_NAMES)
+        diagonal_views = cfg.diagonal_threshold is not None
+        names = view_names(diagonal_views)
+        unknown = set(cfg.view_prompt_overrides) - set(names)
         if unknown:
             raise ConfigError(
-                f"prompt_processor.view_prompt_overrides has unknown views {sorted(unknown)}; use {list(VIEW_NAMES)}"
+                f"prompt_processor.view_prompt_overrides has unknown views {sorted(unknown)}; use {list(names)}"
             )
-        self.view_texts = view_prompts(cfg.prompt, dict(cfg.view_prompt_overrides))
-        self.directions = ViewDirections(cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold)
+        if diagonal_views and cfg.use_perp_neg:
+            raise ConfigError(
+                "prompt_processor.use_perp_neg mixes the front / side / back prompts only: "
+                "set prompt_processor.diagonal_threshold=null to use it"
+            )
+        self.view_texts = view_prompts(cfg.prompt, dict(cfg.view_prompt_overrides), diagonal_views)
+        self.directions = ViewDirections(
+            cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold, cfg.diagonal_threshold
+        )
         self.cache = EmbeddingCache(str(cfg.cache_dir or default_text_cache_dir())) if cfg.use_cache else None
         self.encoder_loads = 0
-        embeddings = self.embed([cfg.prompt, cfg.negative_prompt, *self.view_texts])  # (6, L, D)
+        embeddings = self.embed([cfg.prompt, cfg.negative_prompt, *self.view_texts])  # (2 + V, L, D)
         # Buffers, so Lightning moves them with the system; not persistent: they are recomputed or cached.
         self.register_buffer("text", embeddings[0:1], persistent=False)
         self.register_buffer("uncond", embeddings[1:2], persistent=False)
-        self.register_buffer("text_views", embeddings[2:6], persistent=False)
+        self.register_buffer("text_views", embeddings[2:], persistent=False)
 
     # ---- what a model family provides ------------------------------------------------------
     def load_text_encoder(self, source: ModelSource, dtype: torch.dtype) -> tuple[Any, torch.nn.Module]:

@@ -30,7 +30,7 @@ class TextCondition:
     prompt: str
     text: Tensor  # (1, L, D) the prompt as written
     uncond: Tensor  # (1, L, D) the negative prompt ("" = unconditional)
-    text_views: Tensor  # (4, L, D) view-dependent prompts, rows [side, front, back, overhead]
+    text_views: Tensor  # (V, L, D) view-dependent prompts, rows [side, front, back, overhead (, front side, back side)]
     view_dependent: bool = True
     directions: ViewDirections = field(default_factory=ViewDirections)
     use_perp_neg: bool = False

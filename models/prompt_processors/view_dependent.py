@@ -1,7 +1,10 @@
 """View-dependent prompting and Perp-Neg, as pure tensor functions (no model loading).
 
 - `assign_directions` maps camera (elevation, azimuth) to one of four view prompts (DreamFusion,
-  Poole et al. 2022, Sec. 3.2; thresholds as in threestudio, REFERENCE.md).
+  Poole et al. 2022, Sec. 3.2; thresholds as in threestudio, REFERENCE.md), or, with diagonal views
+  on, one of six: "front side" and "backside side" split the azimuth finer. Four words cover 90° of
+  azimuth each, and over any 90° a cube shows every silhouette it has, so a prior told only those
+  cannot tell an axis-aligned cube from a turned one; 45° sectors can (used by the toy prior).
 - `perp_neg_weights` / `perp_neg_guidance` implement Perp-Neg (Armandpour et al. 2023, Eq. 7 and
   the interpolated-embedding variant used by threestudio's `perp_neg` option).
 
@@ -9,22 +12,26 @@ Hand-written because these are a few lines of arithmetic that the guidance and p
 both need; keeping them model-free makes them exactly testable against hand-computed values.
 
 Conventions: azimuth in degrees in [-180, 180), 0 = front (camera on +x); elevation in degrees.
-View indices everywhere: 0 side, 1 front, 2 back, 3 overhead (matches `view_prompts`).
+View indices everywhere: 0 side, 1 front, 2 back, 3 overhead, and with diagonal views 4 front side,
+5 back side (matches `view_prompts`).
 Guidance scale in the project's convention (models/guidance/cfg.py): eps_u + s (eps_c - eps_u).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-SIDE, FRONT, BACK, OVERHEAD = 0, 1, 2, 3
+SIDE, FRONT, BACK, OVERHEAD, FRONT_SIDE, BACK_SIDE = 0, 1, 2, 3, 4, 5
 VIEW_NAMES: tuple[str, ...] = ("side", "front", "back", "overhead")
+DIAGONAL_VIEW_NAMES: tuple[str, ...] = ("front_side", "back_side")
 # "backside" rather than "back" in the text, as DreamFusion / threestudio phrase it.
-_VIEW_SUFFIX: tuple[str, ...] = ("side view", "front view", "backside view", "overhead view")
+_VIEW_SUFFIX: tuple[str, ...] = (
+    "side view", "front view", "backside view", "overhead view", "front side view", "backside side view"
+)
 
 
 @dataclass
@@ -32,12 +39,27 @@ class ViewDirections:
     """Thresholds (degrees) for direction assignment; ProlificDreamer uses front/back 30."""
 
     front_threshold_deg: float = 45.0
-    back_threshold_deg: float = 45.0  # back when |azimuth| > 180 - back_threshold
+    """|azimuth| below this is a front view."""
+    back_threshold_deg: float = 45.0
+    """|azimuth| above 180 minus this is a back view."""
     overhead_threshold_deg: float = 60.0
+    """elevation above this is an overhead view."""
+    diagonal_threshold_deg: Optional[float] = None
+    """None: four views. Else |azimuth| within this of 45 is a front-side view, within it of 135 a
+    back-side view (22.5 with front and back 22.5: eight equal azimuth sectors, folded left-right)."""
+
+    @property
+    def diagonal_views(self) -> bool:
+        return self.diagonal_threshold_deg is not None
 
     def assign(self, elevation_deg: Tensor, azimuth_deg: Tensor) -> Tensor:
         return assign_directions(
-            elevation_deg, azimuth_deg, self.front_threshold_deg, self.back_threshold_deg, self.overhead_threshold_deg
+            elevation_deg,
+            azimuth_deg,
+            self.front_threshold_deg,
+            self.back_threshold_deg,
+            self.overhead_threshold_deg,
+            self.diagonal_threshold_deg,
         )
 
 
@@ -47,32 +69,43 @@ def assign_directions(
     front_threshold: float = 45.0,
     back_threshold: float = 45.0,
     overhead_threshold: float = 60.0,
+    diagonal_threshold: float | None = None,
 ) -> Tensor:
     """elevation_deg (B,), azimuth_deg (B,) in [-180, 180) -> LongTensor (B,) of view indices.
 
-    Assigned in the order side (default) -> front -> back -> overhead, later overriding earlier,
-    so an overhead view is overhead whatever its azimuth.
+    Assigned in the order side (default) -> diagonal (if on) -> front -> back -> overhead, later
+    overriding earlier, so an overhead view is overhead whatever its azimuth. Thresholds are strict:
+    an azimuth exactly on a boundary falls to the view assigned before.
     """
     elevation_deg = torch.as_tensor(elevation_deg, dtype=torch.float32)
     azimuth_deg = torch.as_tensor(azimuth_deg, dtype=torch.float32)
     az = azimuth_deg.abs()
     d = torch.full(azimuth_deg.shape, SIDE, dtype=torch.long, device=azimuth_deg.device)
+    if diagonal_threshold is not None:
+        d[(az - 45.0).abs() < diagonal_threshold] = FRONT_SIDE
+        d[(az - 135.0).abs() < diagonal_threshold] = BACK_SIDE
     d[az < front_threshold] = FRONT
     d[az > 180.0 - back_threshold] = BACK
     d[elevation_deg > overhead_threshold] = OVERHEAD
     return d
 
 
-def view_prompts(prompt: str, overrides: dict[str, str] | None = None) -> list[str]:
-    """Four prompts in view-index order [side, front, back, overhead].
+def view_names(diagonal_views: bool = False) -> tuple[str, ...]:
+    """Names of the views in view-index order."""
+    return VIEW_NAMES + DIAGONAL_VIEW_NAMES if diagonal_views else VIEW_NAMES
 
-    `overrides` maps a view name ("side", "front", "back", "overhead") to a full replacement text.
+
+def view_prompts(prompt: str, overrides: dict[str, str] | None = None, diagonal_views: bool = False) -> list[str]:
+    """Prompts in view-index order [side, front, back, overhead] (+ [front side, back side]).
+
+    `overrides` maps a view name (`view_names`) to a full replacement text.
     """
+    names = view_names(diagonal_views)
     overrides = dict(overrides or {})
-    unknown = set(overrides) - set(VIEW_NAMES)
+    unknown = set(overrides) - set(names)
     if unknown:
-        raise KeyError(f"unknown view names {sorted(unknown)}; expected some of {list(VIEW_NAMES)}")
-    return [overrides.get(name, f"{prompt}, {suffix}") for name, suffix in zip(VIEW_NAMES, _VIEW_SUFFIX)]
+        raise KeyError(f"unknown view names {sorted(unknown)}; expected some of {list(names)}")
+    return [overrides.get(name, f"{prompt}, {suffix}") for name, suffix in zip(names, _VIEW_SUFFIX)]
 
 
 def _shifted_exp_decay(params: Sequence[float], r: Tensor) -> Tensor:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from framework.data.toy_images import ToyImagesDataConfig, ToyImagesDataModule
+from framework.data.toy_images import ToyImageBatches, ToyImagesDataConfig, ToyImagesDataModule
 from models.priors.toy.dataset import ToyDatasetConfig
 from models.priors.toy.scenes import is_held_out, parse_prompt
-from models.prompt_processors.view_dependent import assign_directions, view_prompts
+from models.prompt_processors.view_dependent import BACK_SIDE, FRONT_SIDE, ViewDirections, assign_directions, view_prompts
 
 
 def small_module(tmp_path, **kw) -> ToyImagesDataModule:
@@ -36,12 +36,21 @@ def test_view_suffix_is_the_one_of_the_image_camera(tmp_path):
     data = module.data
     direction = assign_directions(data["elevation"], data["azimuth"])
     # the caption of row i is the prompt's view prompt for row i's direction
-    from framework.data.toy_images import ToyImageBatches
-
     stream = ToyImageBatches(data, module.cfg)
     for i in range(len(data["images"])):
         prompt = data["prompts"][int(data["prompt_index"][i])]
         assert stream.caption(i, True) == view_prompts(prompt)[int(direction[i])]
+
+
+def test_diagonal_view_captions(tmp_path):
+    directions = ViewDirections(22.5, 22.5, 60.0, 22.5)
+    module = small_module(tmp_path, view_prompt_probability=1.0, view_directions=directions)
+    stream = ToyImageBatches(module.data, module.cfg)
+    assigned = directions.assign(module.data["elevation"], module.data["azimuth"])
+    for i in range(len(module.data["images"])):
+        prompt = module.data["prompts"][int(module.data["prompt_index"][i])]
+        assert stream.caption(i, True) == view_prompts(prompt, diagonal_views=True)[int(assigned[i])]
+    assert {FRONT_SIDE, BACK_SIDE} & set(assigned.tolist())  # 48 random cameras reach a diagonal sector
 
 
 def test_the_cached_dataset_is_reused_and_regenerated_when_settings_change(tmp_path):

@@ -14,7 +14,7 @@ from models.prompt_processors.text import (
     StableDiffusionPromptProcessor,
     StableDiffusionPromptProcessorConfig,
 )
-from models.prompt_processors.view_dependent import BACK, FRONT, OVERHEAD, SIDE
+from models.prompt_processors.view_dependent import BACK, BACK_SIDE, FRONT, FRONT_SIDE, OVERHEAD, SIDE
 
 
 def sd(tiny_sd_dir, cache_dir, **kw):
@@ -128,6 +128,16 @@ def test_thresholds_and_overrides_are_configurable(tiny_sd_dir, tmp_path):
     torch.testing.assert_close(p.text_views[BACK], direct_clip(str(tiny_sd_dir), ["a cube's back"])[0])
     plain = sd(tiny_sd_dir, tmp_path, view_dependent_prompting=False)().for_batch({})
     torch.testing.assert_close(plain["text_embeddings"], p.text)
+
+
+def test_diagonal_views_embed_six_view_prompts(tiny_sd_dir, tmp_path):
+    p = sd(tiny_sd_dir, tmp_path, front_threshold=22.5, back_threshold=22.5, diagonal_threshold=22.5)
+    assert p.text_views.shape[0] == 6 and p.view_texts[FRONT_SIDE] == "a red cube, front side view"
+    torch.testing.assert_close(p.text_views[BACK_SIDE], direct_clip(str(tiny_sd_dir), ["a red cube, backside side view"])[0])
+    rows = p().for_batch({"elevation": torch.tensor([0.0, 0.0, 0.0]), "azimuth": torch.tensor([10.0, -50.0, 140.0])})
+    torch.testing.assert_close(rows["text_embeddings"], p.text_views[[FRONT, FRONT_SIDE, BACK_SIDE]])
+    with pytest.raises(ConfigError, match="diagonal_threshold=null"):
+        sd(tiny_sd_dir, tmp_path, diagonal_threshold=22.5, use_perp_neg=True)
 
 
 def test_bad_config_is_named(tiny_sd_dir, tmp_path):

@@ -7,7 +7,9 @@ import torch
 from models.guidance.cfg import classifier_free_guidance
 from models.prompt_processors.view_dependent import (
     BACK,
+    BACK_SIDE,
     FRONT,
+    FRONT_SIDE,
     OVERHEAD,
     SIDE,
     ViewDirections,
@@ -42,6 +44,31 @@ def test_view_prompts_and_overrides():
     assert ps == ["a cat, side view", "a cat, front view", "the back of a cat", "a cat seen from above"]
     with pytest.raises(KeyError):
         view_prompts("a cat", {"top": "x"})
+
+
+def test_diagonal_views_split_the_azimuth_into_45_degree_sectors():
+    az = torch.tensor([0.0, 22.4, 22.6, -40.0, 67.4, 67.6, -90.0, 112.6, -157.4, 157.6, -180.0, 45.0])
+    el = torch.tensor([0.0] * 11 + [60.1])
+    expected = [
+        FRONT, FRONT, FRONT_SIDE, FRONT_SIDE, FRONT_SIDE, SIDE, SIDE, BACK_SIDE, BACK_SIDE, BACK, BACK, OVERHEAD
+    ]  # fmt: skip
+    directions = ViewDirections(22.5, 22.5, 60.0, 22.5)
+    assert directions.diagonal_views and directions.assign(el, az).tolist() == expected
+    assert not ViewDirections().diagonal_views
+    # each 45-degree sector of a uniform azimuth draw gets its share: front and back two half-sectors
+    uniform = torch.arange(7200) * 0.05 - 180.0 + 0.025  # off the sector boundaries
+    counts = torch.bincount(directions.assign(torch.zeros_like(uniform), uniform), minlength=6)
+    assert counts[[SIDE, FRONT, BACK, FRONT_SIDE, BACK_SIDE]].tolist() == [1800, 900, 900, 1800, 1800]
+
+
+def test_diagonal_view_prompts_and_overrides():
+    ps = view_prompts("a cat", {"front_side": "a cat, turned"}, diagonal_views=True)
+    assert ps == [
+        "a cat, side view", "a cat, front view", "a cat, backside view", "a cat, overhead view",
+        "a cat, turned", "a cat, backside side view",
+    ]  # fmt: skip
+    with pytest.raises(KeyError, match="front_side"):
+        view_prompts("a cat", {"front_side": "x"})  # four views only, unless asked
 
 
 def test_perp_neg_weights_hand_computed():

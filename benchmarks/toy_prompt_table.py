@@ -1,7 +1,8 @@
 """Scores of a toy method config on held-out and trained prompts: one launch.py run per prompt,
 a few at a time, then a table of IoU / Chamfer / colour error / wall time from each metrics.json.
 
-    .venv/bin/python benchmarks/toy_prompt_table.py --config dreamfusion-toy-unet [--parallel 2] [override ...]
+    .venv/bin/python benchmarks/toy_prompt_table.py --config dreamfusion-toy-unet [--parallel 2] \
+        [--prompts "a orange cube,a purple cone"] [override ...]
 
 The default prompts are TOYWORLD.md's five held-out single shapes and five trained ones (those the
 text-to-image toy prior's sample check uses). Each run gets OMP_NUM_THREADS=1 so `--parallel` runs
@@ -51,7 +52,9 @@ def main() -> None:
     parser.add_argument("--config", default="dreamfusion-toy-unet")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "outputs" / "prompt-table"))
-    parser.add_argument("--prompts", nargs="*", default=None, help="default: 5 held-out + 5 trained single shapes")
+    # comma-separated, not nargs="*": a list option before the overrides would swallow them as prompts
+    parser.add_argument("--prompts", type=lambda s: s.split(","), default=None,
+                        help='e.g. "a orange cube,a purple cone"; default: 5 held-out + 5 trained single shapes')
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     prompts = args.prompts or HELD_OUT_SINGLES + TRAINED_SINGLES

@@ -1,19 +1,22 @@
 """Which size or yaw of the TRUE shape does SDS with a toy prior pull toward? A diagnostic of priors.
 
-For each prompt and each perturbation p of its true scene (size: the object scaled by s, rendered by
-bringing the cameras in by 1/s; yaw: the object turned by phi degrees about +z, rendered by turning the
-cameras by -phi, while the view words follow each camera's own azimuth, as in a run), it renders the
-method's cameras, draws t and noise as SDS does, and projects the SDS descent step onto
-d render / d p (a central finite difference):
+The method config (`--config`, default dreamfusion-toy-unet, with Hydra overrides) gives the prior,
+the prompt processor (its view words), the cameras' elevation range, distance and field of view, the
+guidance scale and the initial t range. For each prompt and each perturbation p of its true scene
+(size: the object scaled by s, rendered by bringing the cameras in by 1/s; yaw: the object turned by
+phi degrees about +z, rendered by turning the cameras by -phi, while the view words follow each
+camera's own azimuth, as in a run), it renders those cameras, draws t and noise as SDS does, and
+projects the SDS descent step onto d render / d p (a central finite difference):
 
-    pull = -sum_pixels w(t) (eps_hat(x_t; y, s) - eps) * d x / d p       (DreamFusion Eq. 3, w = 1 - abar)
+    pull = -sum_pixels w(t) (eps_hat(x_t; y, s) - eps) * d x / d p     (DreamFusion Eq. 3, w: the guidance's weighting)
 
 pull > 0: SDS increases p (grows the object, turns it further). Printed as mean ± standard error over
 repetitions of t and noise; asserts nothing.
 
     .venv/bin/python benchmarks/sds_shape_preference.py --direction size --values 0.85,1,1.15
-    .venv/bin/python benchmarks/sds_shape_preference.py --direction yaw --values 10,20,30,40 \
-        --prompts "a orange cube,a red cube" --prior <folder> --diagonal-threshold 22.5
+    .venv/bin/python benchmarks/sds_shape_preference.py --direction yaw --prompts "a orange cube,a red cube" \
+        system.guidance.prior.pretrained_model_name_or_path=<folder> system.prompt_processor.diagonal_threshold=22.5 \
+        system.prompt_processor.front_threshold=22.5 system.prompt_processor.back_threshold=22.5
 """
 from __future__ import annotations
 
@@ -24,18 +27,19 @@ import tempfile
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from framework.config import instantiate  # noqa: E402
+from launch import slug  # noqa: E402,F401  (registers schemas and the slug resolver)
 from models.guidance.cfg import guided_noise  # noqa: E402
-from models.priors.deepfloyd_if import DeepFloydIFPrior, DeepFloydIFPriorConfig  # noqa: E402
+from models.guidance.sds import StepSchedules, sds_gradient, sds_weight  # noqa: E402
 from models.priors.toy.dataset import ToyDatasetConfig, camera_sampler  # noqa: E402
 from models.priors.toy.render import render_scene  # noqa: E402
 from models.priors.toy.scenes import parse_prompt  # noqa: E402
-from models.prompt_processors.text import DeepFloydIFPromptProcessor, DeepFloydIFPromptProcessorConfig  # noqa: E402
-
-SHIPPED = REPO / "models/priors/toy/weights/toy-text-to-image"
 
 
 def turn_about_z(degrees: float) -> torch.Tensor:
@@ -58,38 +62,40 @@ def render(scene, cameras: dict, direction: str, p: float, resolution: int) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--prior", default=str(SHIPPED))
+    parser.add_argument("--config", default="dreamfusion-toy-unet")
     parser.add_argument("--direction", choices=["size", "yaw"], default="size")
     parser.add_argument("--values", type=lambda s: [float(v) for v in s.split(",")], default=None,
                         help="sizes (default 0.85,1,1.15) or yaw degrees (default 10,20,30,40)")
     parser.add_argument("--prompts", type=lambda s: s.split(","), default=["a orange cube", "a purple cone"])
-    parser.add_argument("--t-range", type=lambda s: [int(v) for v in s.split(",")], default=[20, 980])
-    parser.add_argument("--guidance-scale", type=float, default=21.0)
-    parser.add_argument("--diagonal-threshold", type=float, default=None,
-                        help="the prior's six view words (front/back thresholds become this too)")
+    parser.add_argument("--t-range", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                        help="t drawn in [low, high); default: the guidance's t bounds at step 0")
     parser.add_argument("--cameras", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the method config")
     args = parser.parse_args()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name=args.config, overrides=args.overrides)
     values = args.values or ([0.85, 1.0, 1.15] if args.direction == "size" else [10.0, 20.0, 30.0, 40.0])
     step = 0.03 if args.direction == "size" else 2.0  # finite-difference half step (relative / degrees)
 
+    guidance = cfg.system.guidance
     torch.manual_seed(0)
-    prior = DeepFloydIFPrior(DeepFloydIFPriorConfig(pretrained_model_name_or_path=args.prior))
+    prior = instantiate(guidance.prior)
     resolution = prior.image_size
-    # the cameras of dreamfusion-toy-unet (one distance and field of view, its elevation range)
+    t_range = args.t_range or list(StepSchedules(guidance).at(0, len(prior.alphas_cumprod))[:2])
     cameras = camera_sampler(
-        ToyDatasetConfig(camera_distance_range=[1.6, 1.6], fovy_range=[40.0, 40.0], elevation_range=[-10.0, 60.0]),
+        ToyDatasetConfig(
+            camera_distance_range=list(cfg.data.camera_distance_range),
+            fovy_range=list(cfg.data.fovy_range),
+            elevation_range=list(cfg.data.elevation_range),
+        ),
         args.cameras, seed=3,
     ).sample()
-    views = {}
-    if args.diagonal_threshold is not None:
-        d = args.diagonal_threshold
-        views = dict(front_threshold=d, back_threshold=d, diagonal_threshold=d)
-    cache = tempfile.mkdtemp(prefix="sds-preference-")
-    print(f"{args.direction} pull, prior {args.prior}, t {args.t_range}, guidance {args.guidance_scale}")
+    cfg.system.prompt_processor.cache_dir = tempfile.mkdtemp(prefix="sds-preference-")
+    print(f"{args.direction} pull, {args.config} {' '.join(args.overrides)}, t {t_range}, guidance {guidance.guidance_scale}")
     for prompt in args.prompts:
-        condition = DeepFloydIFPromptProcessor(DeepFloydIFPromptProcessorConfig(
-            prompt=prompt, pretrained_model_name_or_path=args.prior, cache_dir=cache, **views))()
+        cfg.system.prompt = prompt
+        condition = instantiate(cfg.system.prompt_processor)()
         scene = parse_prompt(prompt)
         row = []
         for p in values:
@@ -101,13 +107,14 @@ def main() -> None:
             g = torch.Generator().manual_seed(1)
             pulls = []
             for _ in range(args.repeats):
-                t = torch.randint(args.t_range[0], args.t_range[1], (len(x),), generator=g)
+                t = torch.randint(t_range[0], t_range[1], (len(x),), generator=g)
                 noise = torch.randn(x.shape, generator=g)
-                abar = prior.alphas_cumprod[t].view(-1, 1, 1, 1)
-                x_t = abar.sqrt() * x + (1 - abar).sqrt() * noise
+                abar = prior.alphas_cumprod[t]
+                x_t = abar.sqrt().view(-1, 1, 1, 1) * x + (1 - abar).sqrt().view(-1, 1, 1, 1) * noise
                 with torch.no_grad():
-                    eps_hat = guided_noise(prior, x_t, t, condition, cameras, args.guidance_scale)
-                pulls.append(float((-(1 - abar) * (eps_hat - noise) * dx).sum() / len(x)))
+                    eps_hat = guided_noise(prior, x_t, t, condition, cameras, guidance.guidance_scale)
+                grad = sds_gradient(eps_hat, noise, sds_weight(abar, guidance.weighting))
+                pulls.append(float((-grad * dx).sum() / len(x)))
             pull = torch.tensor(pulls)
             row.append(f"{p:g}: {pull.mean():+.3f} ± {pull.std() / math.sqrt(len(pull)):.3f}")
         print(f"{prompt:18s} | " + " | ".join(row), flush=True)

@@ -23,7 +23,7 @@ from framework.interfaces import PromptProcessor
 from models.priors.hf_loading import ModelSource
 from models.prompt_processors.embedding_cache import EmbeddingCache
 from models.prompt_processors.text_condition import PerpNegFunctions, TextCondition
-from models.prompt_processors.view_dependent import ViewDirections, view_names, view_prompts
+from models.prompt_processors.view_dependent import ViewDirections, view_prompts
 
 
 def default_text_cache_dir() -> Path:
@@ -81,22 +81,18 @@ class TextPromptProcessor(PromptProcessor):
             raise ConfigError("system.prompt is empty: give a text prompt, e.g. system.prompt=\"a hamburger\"")
         if cfg.text_encoder_device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"prompt_processor.text_encoder_device must be auto | cpu | cuda, got {cfg.text_encoder_device!r}")
-        diagonal_views = cfg.diagonal_threshold is not None
-        names = view_names(diagonal_views)
-        unknown = set(cfg.view_prompt_overrides) - set(names)
-        if unknown:
-            raise ConfigError(
-                f"prompt_processor.view_prompt_overrides has unknown views {sorted(unknown)}; use {list(names)}"
-            )
-        if diagonal_views and cfg.use_perp_neg:
+        self.directions = ViewDirections(
+            cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold, cfg.diagonal_threshold
+        )
+        if self.directions.diagonal_views and cfg.use_perp_neg:
             raise ConfigError(
                 "prompt_processor.use_perp_neg mixes the front / side / back prompts only: "
                 "set prompt_processor.diagonal_threshold=null to use it"
             )
-        self.view_texts = view_prompts(cfg.prompt, dict(cfg.view_prompt_overrides), diagonal_views)
-        self.directions = ViewDirections(
-            cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold, cfg.diagonal_threshold
-        )
+        try:
+            self.view_texts = view_prompts(cfg.prompt, dict(cfg.view_prompt_overrides), self.directions.diagonal_views)
+        except KeyError as error:  # an override for a view that does not exist
+            raise ConfigError(f"prompt_processor.view_prompt_overrides: {error.args[0]}") from None
         self.cache = EmbeddingCache(str(cfg.cache_dir or default_text_cache_dir())) if cfg.use_cache else None
         self.encoder_loads = 0
         embeddings = self.embed([cfg.prompt, cfg.negative_prompt, *self.view_texts])  # (2 + V, L, D)

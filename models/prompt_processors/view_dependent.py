@@ -90,17 +90,13 @@ def assign_directions(
     return d
 
 
-def view_names(diagonal_views: bool = False) -> tuple[str, ...]:
-    """Names of the views in view-index order."""
-    return VIEW_NAMES + DIAGONAL_VIEW_NAMES if diagonal_views else VIEW_NAMES
-
-
 def view_prompts(prompt: str, overrides: dict[str, str] | None = None, diagonal_views: bool = False) -> list[str]:
     """Prompts in view-index order [side, front, back, overhead] (+ [front side, back side]).
 
-    `overrides` maps a view name (`view_names`) to a full replacement text.
+    `overrides` maps a view name (VIEW_NAMES, and DIAGONAL_VIEW_NAMES with diagonal views) to a full
+    replacement text.
     """
-    names = view_names(diagonal_views)
+    names = VIEW_NAMES + DIAGONAL_VIEW_NAMES if diagonal_views else VIEW_NAMES
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(names)
     if unknown:

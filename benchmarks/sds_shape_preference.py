@@ -82,7 +82,8 @@ def main() -> None:
     torch.manual_seed(0)
     prior = instantiate(guidance.prior)
     resolution = prior.image_size
-    t_range = args.t_range or list(StepSchedules(guidance).at(0, len(prior.alphas_cumprod))[:2])
+    settings = StepSchedules(guidance).at(0, len(prior.alphas_cumprod))  # those of the run's first step
+    t_range = args.t_range or [settings.min_step, settings.max_step]
     cameras = camera_sampler(
         ToyDatasetConfig(
             camera_distance_range=list(cfg.data.camera_distance_range),
@@ -92,7 +93,7 @@ def main() -> None:
         args.cameras, seed=3,
     ).sample()
     cfg.system.prompt_processor.cache_dir = tempfile.mkdtemp(prefix="sds-preference-")
-    print(f"{args.direction} pull, {args.config} {' '.join(args.overrides)}, t {t_range}, guidance {guidance.guidance_scale}")
+    print(f"{args.direction} pull, {args.config} {' '.join(args.overrides)}, t {t_range}, guidance {settings.guidance_scale:g}")
     for prompt in args.prompts:
         cfg.system.prompt = prompt
         condition = instantiate(cfg.system.prompt_processor)()
@@ -112,7 +113,7 @@ def main() -> None:
                 abar = prior.alphas_cumprod[t]
                 x_t = abar.sqrt().view(-1, 1, 1, 1) * x + (1 - abar).sqrt().view(-1, 1, 1, 1) * noise
                 with torch.no_grad():
-                    eps_hat = guided_noise(prior, x_t, t, condition, cameras, guidance.guidance_scale)
+                    eps_hat = guided_noise(prior, x_t, t, condition, cameras, settings.guidance_scale)
                 grad = sds_gradient(eps_hat, noise, sds_weight(abar, guidance.weighting))
                 pulls.append(float((-grad * dx).sum() / len(x)))
             pull = torch.tensor(pulls)

@@ -22,7 +22,7 @@ w(t): 'sds' = 1 - abar_t (DreamFusion), 'uniform' = 1 (Magic3D), 'fantasia3d' = 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -56,22 +56,34 @@ def timestep_bounds(num_train_timesteps: int, min_step_percent: float, max_step_
     return low, high
 
 
-class StepSchedules:
-    """The step-dependent settings every distillation rule shares: the t range and the gradient clamp.
+class StepSettings(NamedTuple):
+    """What a distillation rule uses at one training step."""
 
-    Reads `min_step_percent`, `max_step_percent` (Schedules of fractions of T) and `grad_clip`
-    (a Schedule or None) from the rule's config.
+    min_step: int
+    max_step: int
+    grad_clip: Optional[float]
+    guidance_scale: float
+
+
+class StepSchedules:
+    """The step-dependent settings every distillation rule shares: the t range, the gradient clamp
+    and the CFG scale.
+
+    Reads `min_step_percent`, `max_step_percent` (Schedules of fractions of T), `grad_clip`
+    (a Schedule or None) and `guidance_scale` (a Schedule) from the rule's config.
     """
 
     def __init__(self, cfg: Any):
         self.min_step = Schedule.parse(cfg.min_step_percent, "guidance.min_step_percent")
         self.max_step = Schedule.parse(cfg.max_step_percent, "guidance.max_step_percent")
         self.grad_clip = None if cfg.grad_clip is None else Schedule.parse(cfg.grad_clip, "guidance.grad_clip")
+        self.guidance_scale = Schedule.parse(cfg.guidance_scale, "guidance.guidance_scale")
 
-    def at(self, global_step: int, num_train_timesteps: int) -> tuple[int, int, Optional[float]]:
-        """-> (min t, max t, gradient clamp or None) at this step."""
+    def at(self, global_step: int, num_train_timesteps: int) -> StepSettings:
+        """The settings at this step (t bounds as integer timesteps of the prior's T)."""
         low, high = timestep_bounds(num_train_timesteps, self.min_step(global_step), self.max_step(global_step))
-        return low, high, None if self.grad_clip is None else self.grad_clip(global_step)
+        clip = None if self.grad_clip is None else self.grad_clip(global_step)
+        return StepSettings(low, high, clip, self.guidance_scale(global_step))
 
 
 def sds_gradient(eps_hat: Tensor, noise: Tensor, weight: Tensor, grad_clip: Optional[float] = None) -> Tensor:
@@ -94,8 +106,8 @@ class SDSGuidanceConfig:
     _target_: str = "models.guidance.sds.SDSGuidance"
     prior: Any = None
     """The diffusion prior's config node (its own `_target_`)."""
-    guidance_scale: float = 100.0
-    """Classifier-free guidance scale in this project's (diffusers') convention: eps_u + s (eps_c - eps_u)."""
+    guidance_scale: Any = 100.0
+    """Schedule: classifier-free guidance scale in this project's (diffusers') convention: eps_u + s (eps_c - eps_u)."""
     weighting: str = "sds"
     min_step_percent: Any = 0.02
     """Schedule: lower end of t as a fraction of the prior's T."""
@@ -120,7 +132,9 @@ class SDSGuidance(Guidance):
         self.update_step(0)
 
     def update_step(self, global_step: int) -> None:
-        self.min_step, self.max_step, self.grad_clip = self.schedules.at(global_step, self.prior.num_train_timesteps)
+        self.min_step, self.max_step, self.grad_clip, self.guidance_scale = self.schedules.at(
+            global_step, self.prior.num_train_timesteps
+        )
         self.prior.update_step(global_step)
 
     def forward(
@@ -144,7 +158,7 @@ class SDSGuidance(Guidance):
         abar = self.prior.alphas_cumprod.to(z.device)[t]  # (B,)
         with torch.no_grad():
             z_t = abar.sqrt().view(-1, 1, 1, 1) * z + (1.0 - abar).sqrt().view(-1, 1, 1, 1) * noise
-            eps_hat = guided_noise(self.prior, z_t, t, condition, batch, self.cfg.guidance_scale)
+            eps_hat = guided_noise(self.prior, z_t, t, condition, batch, self.guidance_scale)
             grad = sds_gradient(eps_hat, noise, sds_weight(abar, self.cfg.weighting), self.grad_clip)
         loss = detached_target_loss(z, grad)
         return {

@@ -73,8 +73,8 @@ class SJCGuidanceConfig:
     _target_: str = "models.guidance.sjc.SJCGuidance"
     prior: Any = None
     """The diffusion prior's config node (its own `_target_`)."""
-    guidance_scale: float = 101.0
-    """CFG scale, this project's convention eps_u + s (eps_c - eps_u); threestudio's SJC 100 is 101 here."""
+    guidance_scale: Any = 101.0
+    """Schedule: CFG scale, this project's convention eps_u + s (eps_c - eps_u); threestudio's SJC 100 is 101 here."""
     n_samples: int = 1
     """PAAS noise draws per image and step (K above); 1 = single-draw SJC (authors' code, threestudio)."""
     max_batch: Optional[int] = None
@@ -106,7 +106,9 @@ class SJCGuidance(Guidance):
         self.update_step(0)
 
     def update_step(self, global_step: int) -> None:
-        self.min_step, self.max_step, self.grad_clip = self.schedules.at(global_step, self.prior.num_train_timesteps)
+        self.min_step, self.max_step, self.grad_clip, self.guidance_scale = self.schedules.at(
+            global_step, self.prior.num_train_timesteps
+        )
         self.prior.update_step(global_step)
 
     @torch.no_grad()
@@ -131,7 +133,7 @@ class SJCGuidance(Guidance):
             # CFG (or Perp-Neg, when the text condition asks for it) through the project's one formula
             eps = guided_noise(
                 self.prior, flat, t.repeat_interleave(j), repeat_draws(condition, b, j), repeat_draws(batch, b, j),
-                self.cfg.guidance_scale,
+                self.guidance_scale,
             )
             eps_hat[:, start : start + j] = eps.view(b, j, *y.shape[1:])
         denoised = z - sigma * eps_hat  # D(z, sigma)

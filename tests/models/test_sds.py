@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from framework.config import ConfigError
 from models.guidance.cfg import classifier_free_guidance
 from models.guidance.prior import DiffusionPrior
 from models.guidance.sds import SDSGuidance, SDSGuidanceConfig, sds_weight, timestep_bounds
@@ -85,6 +86,24 @@ def test_timestep_range_follows_schedule():
     assert (guidance.min_step, guidance.max_step) == (20, 500)
     with pytest.raises(ValueError):
         timestep_bounds(1000, 0.9, 0.1)
+
+
+def test_guidance_scale_follows_schedule():
+    """A CFG scale that falls over training: the prior is asked with the scale of the current step."""
+    cfg = SDSGuidanceConfig(guidance_scale=[[0, 21.0], [500, 21.0], [1000, 10.0]])
+    guidance = SDSGuidance(cfg, prior=FakePrior())
+    rgb, t, noise = torch.rand(1, 4, 4, 3), torch.tensor([300]), torch.randn(1, 3, 4, 4)
+    for step, scale in [(0, 21.0), (500, 21.0), (750, 15.5), (1000, 10.0), (5000, 10.0)]:
+        guidance.update_step(step)
+        assert guidance.guidance_scale == pytest.approx(scale)
+        z = guidance.prior.encode(rgb)
+        abar = guidance.prior.alphas_cumprod[t]
+        z_t = abar.sqrt() * z + (1 - abar).sqrt() * noise
+        expected = (1 - abar) * (classifier_free_guidance(-0.2 * z_t, 0.3 * z_t + 0.1, scale) - noise)
+        out = guidance(rgb, None, {}, t=t, noise=noise)
+        torch.testing.assert_close(out["grad_norm"], expected.norm(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="guidance.guidance_scale"):
+        SDSGuidance(SDSGuidanceConfig(guidance_scale="high"), prior=FakePrior())
 
 
 def test_cfg_formula():

@@ -143,6 +143,9 @@ def test_timestep_range_and_validation():
     assert (guidance.min_step, guidance.max_step) == (10, 970)
     out = guidance(torch.rand(3, 4, 4, 3), None, {})
     assert 10 <= out["t_mean"] <= 970 and out["sigma_mean"] > 0 and torch.isfinite(out["loss_sds"])
+    scheduled = make(guidance_scale=[[0, 101.0], [100, 11.0]])
+    scheduled.update_step(50)
+    assert scheduled.guidance_scale == pytest.approx(56.0)
     with pytest.raises(ValueError, match="n_samples"):
         make(n_samples=0)
     with pytest.raises(ValueError, match="noise must be"):

@@ -1,12 +1,13 @@
 """Which size or yaw of the TRUE shape does SDS with a toy prior pull toward? A diagnostic of priors.
 
 The method config (`--config`, default dreamfusion-toy-unet, with Hydra overrides) gives the prior,
-the prompt processor (its view words), the cameras' elevation range, distance and field of view, the
-guidance scale and the initial t range. For each prompt and each perturbation p of its true scene
-(size: the object scaled by s, rendered by bringing the cameras in by 1/s; yaw: the object turned by
-phi degrees about +z, rendered by turning the cameras by -phi, while the view words follow each
-camera's own azimuth, as in a run), it renders those cameras, draws t and noise as SDS does, and
-projects the SDS descent step onto d render / d p (a central finite difference):
+the prompt processor (its view words), the cameras' elevation range, distance and field of view, and
+the guidance scale and t range at a training step (`--step`, default 0: the run's start). For each
+prompt and each perturbation p of its true scene (size: the object scaled by s, rendered by bringing
+the cameras in by 1/s; yaw: the object turned by phi degrees about +z, rendered by turning the
+cameras by -phi, while the view words follow each camera's own azimuth, as in a run), it renders
+those cameras, draws t and noise as SDS does, and projects the SDS descent step onto
+d render / d p (a central finite difference):
 
     pull = -sum_pixels w(t) (eps_hat(x_t; y, s) - eps) * d x / d p     (DreamFusion Eq. 3, w: the guidance's weighting)
 
@@ -68,7 +69,8 @@ def main() -> None:
                         help="sizes (default 0.85,1,1.15) or yaw degrees (default 10,20,30,40)")
     parser.add_argument("--prompts", type=lambda s: s.split(","), default=["a orange cube", "a purple cone"])
     parser.add_argument("--t-range", type=lambda s: [int(v) for v in s.split(",")], default=None,
-                        help="t drawn in [low, high); default: the guidance's t bounds at step 0")
+                        help="t drawn in [low, high); default: the guidance's t bounds at --step")
+    parser.add_argument("--step", type=int, default=0, help="training step whose CFG scale and t bounds are used")
     parser.add_argument("--cameras", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the method config")
@@ -82,7 +84,7 @@ def main() -> None:
     torch.manual_seed(0)
     prior = instantiate(guidance.prior)
     resolution = prior.image_size
-    settings = StepSchedules(guidance).at(0, len(prior.alphas_cumprod))  # those of the run's first step
+    settings = StepSchedules(guidance).at(args.step, len(prior.alphas_cumprod))
     t_range = args.t_range or [settings.min_step, settings.max_step]
     cameras = camera_sampler(
         ToyDatasetConfig(

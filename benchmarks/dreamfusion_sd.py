@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from framework.config import instantiate  # noqa: E402
 from launch import slug  # noqa: E402,F401  (registers schemas and resolvers)
 from models.prompt_processors.embedding_cache import EmbeddingCache  # noqa: E402
-from models.prompt_processors.text import StableDiffusionPromptProcessor  # noqa: E402
+from models.prompt_processors.text import StableDiffusionPromptProcessor, text_model_key  # noqa: E402
 from models.prompt_processors.view_dependent import view_prompts  # noqa: E402
 
 # stabilityai/stable-diffusion-2-1-base: unet/config.json, vae/config.json, scheduler/scheduler_config.json
@@ -112,7 +112,7 @@ def main() -> None:
     ]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="dreamfusion-sd", overrides=overrides)
-    key = f"{StableDiffusionPromptProcessor.__name__}:{folder.resolve()}"
+    key = text_model_key(StableDiffusionPromptProcessor.__name__, str(folder))
     prefill_embeddings(cache_dir, key, prompt, cfg.system.prompt_processor.negative_prompt)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -20,10 +20,29 @@ from torch import Tensor
 
 from framework.config import ConfigError
 from framework.interfaces import PromptProcessor
-from models.priors.hf_loading import ModelSource
+from models.priors.hf_loading import ModelSource, looks_like_path, resolve_local
 from models.prompt_processors.embedding_cache import EmbeddingCache
 from models.prompt_processors.text_condition import PerpNegFunctions, TextCondition
 from models.prompt_processors.view_dependent import ViewDirections, view_prompts
+
+
+TEXT_SUBFOLDERS = ("text_encoder", "tokenizer")
+
+
+def text_model_key(family: str, name_or_path: str) -> str:
+    """Cache key of a text encoder: the processor family and the hub id, or for a local folder (found
+    as the loading code finds it: from the working directory, else the project root) its absolute
+    path and the size and modification time of every file in its text_encoder/ and tokenizer/.
+
+    A prior retrained and saved over its old folder (as the toy priors are) changes the key, so the
+    cache never serves embeddings of an encoder that is no longer there. (Keyed by path alone, it
+    did: runs paired the retrained toy UNet with the first stage's text embeddings.)"""
+    folder = Path(resolve_local(name_or_path)) if looks_like_path(name_or_path) else None
+    if folder is None or not folder.is_dir():
+        return f"{family}:{name_or_path}"
+    files = sorted(f for sub in TEXT_SUBFOLDERS if (folder / sub).is_dir() for f in (folder / sub).rglob("*") if f.is_file())
+    stamp = ";".join(f"{f.relative_to(folder)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return f"{family}:{folder.resolve()}:{stamp}"
 
 
 def default_text_cache_dir() -> Path:
@@ -112,11 +131,8 @@ class TextPromptProcessor(PromptProcessor):
 
     # ---- shared -----------------------------------------------------------------------------
     def model_key(self) -> str:
-        """Cache key of the model: its id or absolute folder, and the encoder family."""
-        name = str(self.cfg.pretrained_model_name_or_path)
-        if os.path.isdir(os.path.expanduser(name)):
-            name = os.path.abspath(os.path.expanduser(name))
-        return f"{type(self).__name__}:{name}"
+        """Cache key of the model (see `text_model_key`)."""
+        return text_model_key(type(self).__name__, str(self.cfg.pretrained_model_name_or_path))
 
     def embed(self, prompts: list[str]) -> Tensor:
         """prompts (N,) -> float32 CPU embeddings (N, L, D), from the cache where possible."""
@@ -135,7 +151,7 @@ class TextPromptProcessor(PromptProcessor):
             self.cfg.pretrained_model_name_or_path,
             what=self.what,
             config_key="system.guidance.prior.pretrained_model_name_or_path",
-            subfolders=["text_encoder", "tokenizer"],
+            subfolders=list(TEXT_SUBFOLDERS),
             local_files_only=self.cfg.local_files_only,
         )
         device = self._device()

@@ -1,5 +1,6 @@
 """SD (CLIP) and IF (T5) prompt processors through the real loading code, on tiny saved pipelines."""
 import gc
+import shutil
 import time
 import weakref
 
@@ -78,6 +79,29 @@ def test_cache_is_hit_on_the_second_run_and_the_encoder_is_not_loaded(tiny_sd_di
                 prompt="a green cone", pretrained_model_name_or_path=str(tiny_sd_dir), cache_dir=str(tmp_path)
             )
         )
+
+
+def test_encoder_saved_over_its_folder_is_not_served_from_the_cache(tiny_sd_dir, tmp_path):
+    """A prior retrained into the same folder (as the toy priors are) must not get the old encoder's
+    embeddings from the cache: the key follows the text encoder's files, not only the path."""
+    from transformers import CLIPTextModel
+
+    folder = tmp_path / "prior"
+    shutil.copytree(tiny_sd_dir, folder)
+    cache = tmp_path / "cache"
+    old = sd(folder, cache).text_views
+    encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+    with torch.no_grad():
+        for w in encoder.parameters():
+            w.add_(0.1 * torch.randn_like(w))
+    encoder.save_pretrained(folder / "text_encoder")  # "retrained", saved over the old weights
+
+    again = sd(folder, cache)
+    assert again.encoder_loads == 1 and again.cache.hits == 0
+    torch.testing.assert_close(again.text_views, direct_clip(str(folder), again.view_texts), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(again.text_views, old)
+    # files unchanged since: the cache is hit
+    assert sd(folder, cache).cache.hits == 6
 
 
 def test_text_encoder_is_freed_after_embedding(tiny_sd_dir, tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from framework.config import instantiate  # noqa: E402
 from launch import slug  # noqa: E402,F401  (registers schemas and the slug resolver)
 from models.guidance.cfg import guided_noise  # noqa: E402
-from models.guidance.sds import StepSchedules, sds_gradient, sds_weight  # noqa: E402
+from models.guidance.sds import StepSchedules, diffuse, sds_gradient, sds_weight  # noqa: E402
 from models.priors.toy.dataset import ToyDatasetConfig, camera_sampler  # noqa: E402
 from models.priors.toy.render import render_scene  # noqa: E402
 from models.priors.toy.scenes import parse_prompt  # noqa: E402
@@ -113,9 +113,8 @@ def main() -> None:
                 t = torch.randint(t_range[0], t_range[1], (len(x),), generator=g)
                 noise = torch.randn(x.shape, generator=g)
                 abar = prior.alphas_cumprod[t]
-                x_t = abar.sqrt().view(-1, 1, 1, 1) * x + (1 - abar).sqrt().view(-1, 1, 1, 1) * noise
                 with torch.no_grad():
-                    eps_hat = guided_noise(prior, x_t, t, condition, cameras, settings.guidance_scale)
+                    eps_hat = guided_noise(prior, diffuse(x, abar, noise), t, condition, cameras, settings.guidance_scale)
                 grad = sds_gradient(eps_hat, noise, sds_weight(abar, guidance.weighting))
                 pulls.append(float((-grad * dx).sum() / len(x)))
             pull = torch.tensor(pulls)

@@ -86,6 +86,12 @@ class StepSchedules:
         return StepSettings(low, high, clip, self.guidance_scale(global_step))
 
 
+def diffuse(z: Tensor, alphas_cumprod_t: Tensor, noise: Tensor) -> Tensor:
+    """z_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps (DreamFusion eq. 1). z, noise (B, C, h, w); abar_t (B,)."""
+    abar = alphas_cumprod_t.view(-1, 1, 1, 1)
+    return abar.sqrt() * z + (1.0 - abar).sqrt() * noise
+
+
 def sds_gradient(eps_hat: Tensor, noise: Tensor, weight: Tensor, grad_clip: Optional[float] = None) -> Tensor:
     """w(t) (eps_hat - eps), NaNs zeroed and optionally clamped. eps_hat, noise (B, C, h, w); weight (B,)."""
     grad = weight.view(-1, 1, 1, 1) * (eps_hat - noise)
@@ -157,7 +163,7 @@ class SDSGuidance(Guidance):
             noise = torch.randn_like(z)
         abar = self.prior.alphas_cumprod.to(z.device)[t]  # (B,)
         with torch.no_grad():
-            z_t = abar.sqrt().view(-1, 1, 1, 1) * z + (1.0 - abar).sqrt().view(-1, 1, 1, 1) * noise
+            z_t = diffuse(z, abar, noise)
             eps_hat = guided_noise(self.prior, z_t, t, condition, batch, self.guidance_scale)
             grad = sds_gradient(eps_hat, noise, sds_weight(abar, self.cfg.weighting), self.grad_clip)
         loss = detached_target_loss(z, grad)

@@ -41,7 +41,8 @@ def text_model_key(family: str, name_or_path: str) -> str:
     if folder is None or not folder.is_dir():
         return f"{family}:{name_or_path}"
     files = sorted(f for sub in TEXT_SUBFOLDERS if (folder / sub).is_dir() for f in (folder / sub).rglob("*") if f.is_file())
-    stamp = ";".join(f"{f.relative_to(folder)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    stats = [(f.relative_to(folder), f.stat()) for f in files]
+    stamp = ";".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)
     return f"{family}:{folder.resolve()}:{stamp}"
 
 

@@ -13,7 +13,8 @@ around it, which is where the bugs live:
   winding the installed PyMCubes uses.
 
 Optional cleanup drops small disconnected components (floaters) with trimesh, and optional
-cavity filling (scipy.ndimage.binary_fill_holes) makes enclosed empty pockets solid.
+cavity filling (scipy.ndimage.binary_fill_holes) makes enclosed empty pockets solid; `solid`
+counts given cells inside (the cells no training view sees: framework/space_carving.py).
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def marching_cubes(
     min_component_fraction: float = 0.0,
     fill_cavities: bool = False,
     cavity_closing: int = 0,
+    solid: np.ndarray | Tensor | None = None,  # (R, R, R) bool
 ) -> Mesh:
     """Mesh the level set `field == threshold` in world coordinates, closed and outward-facing.
 
@@ -71,6 +73,8 @@ def marching_cubes(
         outside are at most about 2 * cavity_closing cells wide (a morphological closing by a ball of
         that radius in cells decides which pockets are enclosed; only the pockets are filled, the
         openings and the rest of the surface stay as they were).
+    solid: cells to count as inside whatever their value, e.g. those no training view sees
+        (framework/space_carving.py).
     Returns Mesh(vertices (V, 3) float32, faces (F, 3) long).
     Raises ValueError when the grid has no point on one side of the threshold.
     """
@@ -103,12 +107,15 @@ def marching_cubes(
             f"set system.geometry.isosurface_threshold=<value> (or =auto) and export again from the run's "
             f"checkpoint with `mode=export resume=<run dir>/ckpts/last.ckpt`."
         )
+    fill = np.zeros(vol.shape, dtype=bool)
+    if solid is not None:
+        fill |= solid.detach().cpu().numpy() if isinstance(solid, Tensor) else np.asarray(solid, dtype=bool)
     if fill_cavities:
-        cavities = enclosed_cavities(vol > iso, cavity_closing)
-        if cavities.any():
-            # Just above the level everywhere in a pocket: marching cubes puts no surface in it, and its
-            # rim's interpolated vertices sit at the original crossing on the solid side.
-            vol = np.where(cavities, max(float(vol.max()), iso + 1.0), vol)
+        fill |= enclosed_cavities((vol > iso) | fill, cavity_closing)
+    if fill.any():
+        # Just above the level everywhere in a filled cell: marching cubes puts no surface in a pocket,
+        # and its rim's interpolated vertices sit at the original crossing on the solid side.
+        vol = np.where(fill, max(float(vol.max()), iso + 1.0), vol)
     # One cell of clearly-outside padding closes surfaces that touch the box.
     pad_value = min(float(vol.min()), iso) - 1.0
     vol = np.pad(vol, 1, mode="constant", constant_values=pad_value)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framework.interfaces import Geometry, Mesh
+from framework.space_carving import CarvingViewsConfig, carving_cameras, unseen_cells
 from models.encodings.hash_grid import HashGridConfig, HashGridEncoding
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,11 @@ class ImplicitVolumeConfig:
     """With isosurface_fill_cavities, pockets whose openings to the outside are at most about this
     wide (world units) are filled too (0: only fully enclosed ones). A hollowed shell is often
     pierced by gaps narrower than a training pixel, which the prior cannot see."""
+    isosurface_fill_unseen: Optional[CarvingViewsConfig] = None
+    """The training cameras: empty cells that none of their views sees (behind the surface in every
+    view) are made solid before meshing (space carving, framework/space_carving.py). This reaches
+    hollows that open where no camera looks, such as an underside, which cavity filling keeps.
+    null: off."""
 
 
 class ImplicitVolume(Geometry):
@@ -186,10 +192,16 @@ class ImplicitVolume(Geometry):
         threshold = self.cfg.isosurface_threshold
         if threshold == "auto":
             threshold = auto_threshold(field_, spacing)
+        unseen = None
+        if self.cfg.isosurface_fill_unseen is not None:
+            views = self.cfg.isosurface_fill_unseen
+            c2w, fovy = carving_cameras(views)
+            unseen = unseen_cells(field_.cpu() > float(threshold), self.radius, c2w, fovy, views.resolution)
         return marching_cubes(
             field_, radius=self.radius, threshold=float(threshold), inside="above",
             fill_cavities=self.cfg.isosurface_fill_cavities,
             cavity_closing=math.ceil(0.5 * self.cfg.isosurface_cavity_max_opening / spacing),
+            solid=unseen,
         )
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framework.interfaces import Geometry
+from framework.space_carving import CarvingViewsConfig
 from models.geometry.implicit_volume import ImplicitVolume
 
 NORMAL_TYPES = (None, "finite_difference")
@@ -52,6 +53,7 @@ class VolumeGridConfig:
     isosurface_chunk: int = 2**18
     isosurface_fill_cavities: bool = True  # see ImplicitVolumeConfig
     isosurface_cavity_max_opening: float = 0.0  # see ImplicitVolumeConfig
+    isosurface_fill_unseen: Optional[CarvingViewsConfig] = None  # see ImplicitVolumeConfig
 
 
 class VolumeGrid(Geometry):

@@ -121,3 +121,28 @@ def test_cpp_backend_analytic_normals_train_like_torch():
         grads.append((out["normal"].detach(), geo.encoding.table.grad.clone(), geo.density_network[0].weight.grad.clone()))
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_isosurface_fills_what_no_training_view_sees(monkeypatch):
+    """A cube shell open at the bottom, under cameras that never look from below: with
+    isosurface_fill_unseen the mesh is the solid cube; without, the hollow stays (it opens to the
+    outside, so cavity filling keeps it)."""
+    import trimesh
+
+    from framework.space_carving import CarvingViewsConfig
+
+    n = 48
+    axis = torch.linspace(-1.0, 1.0, n)
+    x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
+    cube = (x.abs() <= 0.5) & (y.abs() <= 0.5) & (z.abs() <= 0.5)
+    shell = cube & ~((x.abs() < 0.4) & (y.abs() < 0.4) & (z < 0.4))
+    views = CarvingViewsConfig(
+        elevation_range=[0.0, 60.0], camera_distance=2.6, fovy_deg=50.0, n_elevations=3, n_azimuths=8, resolution=64
+    )
+    volumes = {}
+    for fill in (None, views):
+        geo = make(isosurface_threshold=5.0, isosurface_fill_unseen=fill)
+        monkeypatch.setattr(geo, "density_grid", lambda: shell.float() * 10.0)
+        mesh = geo.isosurface()
+        volumes[fill is not None] = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), process=False).volume
+    assert volumes[False] < 0.6 * 1.0 and volumes[True] == pytest.approx(1.0, rel=0.1)

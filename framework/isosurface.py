@@ -109,7 +109,10 @@ def marching_cubes(
         )
     fill = np.zeros(vol.shape, dtype=bool)
     if solid is not None:
-        fill |= solid.detach().cpu().numpy() if isinstance(solid, Tensor) else np.asarray(solid, dtype=bool)
+        solid = solid.detach().cpu().numpy() if isinstance(solid, Tensor) else np.asarray(solid)
+        if solid.shape != vol.shape:
+            raise ValueError(f"solid must have the field's shape {vol.shape}, got {solid.shape}")
+        fill |= solid.astype(bool)
     if fill_cavities:
         fill |= enclosed_cavities((vol > iso) | fill, cavity_closing)
     if fill.any():

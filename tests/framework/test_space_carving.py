@@ -79,3 +79,8 @@ def test_carving_cameras_span_the_elevations_and_the_full_circle():
     elevation = torch.rad2deg(torch.asin(eye[:, 2] / eye.norm(dim=-1)))
     assert np.allclose(sorted(set(np.round(elevation.numpy(), 3))), [-10.0, 13.333, 36.667, 60.0], atol=1e-3)
     assert torch.allclose(eye.norm(dim=-1), torch.full((32,), 1.6))
+
+
+def test_a_solid_mask_of_another_shape_is_refused():
+    with pytest.raises(ValueError, match="solid must have the field's shape"):
+        marching_cubes(CUBE.float() * 10.0, RADIUS, 5.0, solid=torch.zeros(8, 8, 8, dtype=torch.bool))

@@ -32,8 +32,8 @@ from systems.dreamfusion import DreamFusionConfig
 from systems.magic3d import Magic3DRefineConfig
 from systems.sjc import SJCConfig
 from systems.train_toy_text_prior import ToyTextPriorTrainingConfig
-from framework.data.toy_images import ToyImagesDataConfig
-from framework.data.toy_view_pairs import ToyViewPairsDataConfig
+from models.priors.toy.image_data import ToyImagesDataConfig
+from models.priors.toy.view_pair_data import ToyViewPairsDataConfig
 from models.priors.zero123 import Zero123PriorConfig
 from systems.train_toy_view_prior import ToyViewPriorTrainingConfig
 

@@ -3,7 +3,7 @@
     python launch.py --config-name train-toy-text-prior
 
 The UNet and the small T5 encoder train together on toy renders and their captions
-(framework/data/toy_images.py) with the DDPM objective and condition dropout (systems/prior_training.py).
+(models/priors/toy/image_data.py) with the DDPM objective and condition dropout (systems/prior_training.py).
 The unconditional branch is the embedding of the empty prompt, which is what the prompt processor's
 default negative prompt "" embeds, so classifier-free guidance at use matches training.
 

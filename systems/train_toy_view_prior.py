@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python launch.py --config-name train-toy-view-prior
 
-Data: pairs of views of one toy scene (framework/data/toy_view_pairs.py). The model
+Data: pairs of views of one toy scene (models/priors/toy/view_pair_data.py). The model
 (models/priors/toy/view_prior.py) predicts the noise of the noised TARGET view given the COND view
 (concatenated channels + one cross-attention token from the image embedding and the relative pose T).
 With probability condition_dropout both conditions are zeroed, which trains the unconditional branch
@@ -116,7 +116,7 @@ class ToyViewPriorTraining(PriorTrainingSystem):
         return (rgb * 255.0 + 0.5).floor() / 255.0  # quantised like the training cache
 
     def sample_and_check(self, tag: str) -> dict[str, float]:
-        from framework.data.toy_view_pairs import relative_pose
+        from models.priors.toy.view_pair_data import relative_pose
 
         cfg = self.cfg
         prompts = list(cfg.trained_check_prompts) + list(cfg.held_out_check_prompts)

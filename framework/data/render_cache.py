@@ -1,6 +1,6 @@
 """A dataset of renders kept in one torch file, reused while it was made with the same settings.
 
-Both toy-prior datasets (framework/data/toy_images.py, framework/data/toy_view_pairs.py) take minutes
+Both toy-prior datasets (models/priors/toy/image_data.py, models/priors/toy/view_pair_data.py) take minutes
 to render, so they are made once and cached; a file made with other settings (its "config" entry)
 is made again, and the file is replaced atomically so a killed run never leaves half of one.
 """

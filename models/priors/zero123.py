@@ -7,7 +7,7 @@ Zero-1-to-3 (Liu et al. 2023) conditions the UNet on the reference (cond) view t
   - one cross-attention token = cc_projection(concat(CLIP image embedding of the cond view, T)), with
     T = [radians(delta polar), sin(delta azimuth), cos(delta azimuth), delta distance] (target minus
     cond; polar = 90 - elevation, so delta polar = cond elevation - target elevation;
-    framework/data/toy_view_pairs.relative_pose).
+    models/priors/toy/view_pair_data.relative_pose).
 The unconditional branch of classifier-free guidance is zeros for both (threestudio's zero123 guidance).
 
 A folder in the community Zero1to3StableDiffusionPipeline's diffusers layout is loaded through
@@ -66,7 +66,7 @@ def condition_tokens(image_encoder: nn.Module, cc_projection: nn.Module, pixel_v
 
 def pose_from_cameras(cond: dict[str, Any], batch: dict[str, Any], n: int, device: torch.device) -> Tensor:
     """Cond camera (floats, degrees / world units) and the batch's target cameras ((B,) or (1,)) -> T (n, 4)."""
-    from framework.data.toy_view_pairs import relative_pose
+    from models.priors.toy.view_pair_data import relative_pose
 
     def rows(value: Any) -> Tensor:
         return torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1).expand(n)

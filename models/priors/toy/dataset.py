@@ -16,7 +16,7 @@ import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import torch
 from torch import Tensor
@@ -49,8 +49,9 @@ def training_prompts() -> tuple[list[str], list[str]]:
     return singles, composites
 
 
-def camera_sampler(cfg: ToyDatasetConfig, batch_size: int, seed: int) -> RandomCameraIterableDataset:
-    """Cameras as the toy method configs draw them (no perturbation); `.sample()` -> a batch dict."""
+def camera_sampler(cfg: ToyDatasetConfig | Any, batch_size: int, seed: int) -> RandomCameraIterableDataset:
+    """Cameras as the toy method configs draw them (no perturbation); `.sample()` -> a batch dict.
+    cfg: any config with elevation_range, camera_distance_range and fovy_range (the view pairs' too)."""
     return RandomCameraIterableDataset(
         RandomCameraDataConfig(
             height=1, width=1, batch_size=batch_size, elevation_range=list(cfg.elevation_range),

@@ -21,8 +21,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from framework.data.random_camera import RandomCameraDataConfig, RandomCameraIterableDataset
 from framework.data.render_cache import load_or_make
+from models.priors.toy.dataset import camera_sampler, training_prompts
+from models.priors.toy.render import RENDERER_VERSION, render_scene
+from models.priors.toy.scenes import parse_prompt
 
 
 def relative_pose(
@@ -41,7 +43,7 @@ def relative_pose(
 
 @dataclass
 class ToyViewPairsDataConfig:
-    _target_: str = "framework.data.toy_view_pairs.ToyViewPairsDataModule"
+    _target_: str = "models.priors.toy.view_pair_data.ToyViewPairsDataModule"
     cache_path: str = "outputs/cache/toy-view-pairs.pt"
     """Where the rendered views are kept: generated once when missing (or made with other settings), then reused."""
     n_scenes: int = 2000
@@ -61,10 +63,6 @@ class ToyViewPairsDataConfig:
 def generate_views(cfg: ToyViewPairsDataConfig) -> dict[str, Any]:
     """-> {"images": uint8 (S, V, H, W, 3), "prompt_index": long (S,), "prompts": list[str],
     "elevation", "azimuth", "distance", "fovy": (S, V), "c2w": (S, V, 4, 4), "config": dict}."""
-    from models.priors.toy.dataset import training_prompts
-    from models.priors.toy.render import render_scene
-    from models.priors.toy.scenes import parse_prompt
-
     singles, composites = training_prompts()
     prompts = singles + composites
     g = torch.Generator().manual_seed(cfg.seed)
@@ -75,13 +73,7 @@ def generate_views(cfg: ToyViewPairsDataConfig) -> dict[str, Any]:
         len(singles) + torch.randint(len(composites), (s,), generator=g),
         torch.randint(len(singles), (s,), generator=g),
     )
-    cameras = RandomCameraIterableDataset(
-        RandomCameraDataConfig(
-            height=1, width=1, batch_size=v, elevation_range=list(cfg.elevation_range),
-            camera_distance_range=list(cfg.camera_distance_range), fovy_range=list(cfg.fovy_range),
-            camera_perturb=0.0, center_perturb=0.0, up_perturb=0.0, light_sample_strategy="headlight", seed=cfg.seed,
-        )
-    )
+    cameras = camera_sampler(cfg, batch_size=v, seed=cfg.seed)
     images = torch.empty(s, v, res, res, 3, dtype=torch.uint8)
     keys = ("c2w", "fovy", "elevation", "azimuth", "distance")
     cams: dict[str, list[Tensor]] = {k: [] for k in keys}
@@ -99,8 +91,6 @@ def generate_views(cfg: ToyViewPairsDataConfig) -> dict[str, Any]:
 
 
 def _cache_key(cfg: ToyViewPairsDataConfig) -> dict[str, Any]:
-    from models.priors.toy.render import RENDERER_VERSION
-
     keys = ("n_scenes", "views_per_scene", "resolution", "supersample", "composite_fraction", "elevation_range",
             "camera_distance_range", "fovy_range", "seed")
     key = {k: (list(getattr(cfg, k)) if isinstance(getattr(cfg, k), (list, tuple)) else getattr(cfg, k)) for k in keys}

@@ -30,6 +30,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from models.guidance.sds import diffuse
+
 
 @dataclass
 class PriorTrainingConfig:
@@ -133,8 +135,7 @@ class PriorTrainingSystem(pl.LightningModule):
         b = x0.shape[0]
         t = torch.randint(0, alphas_cumprod.shape[0], (b,), device=x0.device)
         eps = torch.randn_like(x0)
-        abar = alphas_cumprod.to(x0.device)[t].view(b, 1, 1, 1)
-        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps, t, eps
+        return diffuse(x0, alphas_cumprod.to(x0.device)[t], eps), t, eps
 
     def drop_mask(self, batch_size: int, device: torch.device) -> Tensor:
         """(B,) bool: which examples train the unconditional branch."""

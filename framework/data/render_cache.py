@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
 
 def comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,3 +39,28 @@ def load_or_make(path: str | os.PathLike, settings: Mapping[str, Any], make: Cal
     tmp.replace(path)  # atomic: a killed run never leaves a half-written cache
     print(f"made {path} in {time.perf_counter() - start:.1f} s", flush=True)
     return data
+
+
+class CachedRendersDataModule(pl.LightningDataModule):
+    """A data module over renders kept by `load_or_make`: `load()` runs once, on first use.
+
+    The prior-training systems that use it validate and test by sampling on their own, so their
+    validation and test loaders hold one item: Lightning only needs a step to call."""
+
+    def __init__(self, cfg: Any):
+        super().__init__()
+        self.cfg = cfg
+        self.data: dict[str, Any] | None = None
+
+    def load(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is None:
+            self.data = self.load()
+
+    def _one_item(self) -> DataLoader:
+        return DataLoader([0], batch_size=None)
+
+    val_dataloader = _one_item
+    test_dataloader = _one_item

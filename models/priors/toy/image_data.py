@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator, List
+from typing import Any, Iterator
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from framework.data.render_cache import load_or_make
+from framework.data.render_cache import CachedRendersDataModule, load_or_make
 from models.priors.toy.dataset import ToyDatasetConfig, generate
 from models.prompt_processors.view_dependent import ViewDirections, view_prompts
 
@@ -73,23 +72,13 @@ class ToyImageBatches(IterableDataset):
             yield {"images": images, "prompts": prompts}
 
 
-class ToyImagesDataModule(pl.LightningDataModule):
+class ToyImagesDataModule(CachedRendersDataModule):
     def __init__(self, cfg: ToyImagesDataConfig, **runtime_objects: Any):
-        super().__init__()
-        self.cfg = cfg
-        self.data: dict[str, Any] | None = None
+        super().__init__(cfg)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.data is None:
-            self.data = load_or_generate(self.cfg.dataset, self.cfg.cache_path)
+    def load(self) -> dict[str, Any]:
+        return load_or_generate(self.cfg.dataset, self.cfg.cache_path)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(ToyImageBatches(self.data, self.cfg), batch_size=None, num_workers=0)
-
-    def _one_item(self) -> DataLoader:
-        # validation and test sample on their own; Lightning only needs a step to call
-        return DataLoader([0], batch_size=None)
-
-    val_dataloader = _one_item
-    test_dataloader = _one_item

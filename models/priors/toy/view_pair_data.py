@@ -16,12 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, List
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
-from framework.data.render_cache import load_or_make
+from framework.data.render_cache import CachedRendersDataModule, load_or_make
 from models.priors.toy.dataset import camera_sampler, training_prompts
 from models.priors.toy.render import RENDERER_VERSION, render_scene
 from models.priors.toy.scenes import parse_prompt
@@ -136,32 +135,13 @@ class ToyViewPairs(IterableDataset):
         return out
 
 
-class _OneDummy(Dataset):
-    """Validation / test run the system's own sampling: one item so Lightning calls the step once."""
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"index": torch.tensor(index)}
-
-
-class ToyViewPairsDataModule(pl.LightningDataModule):
+class ToyViewPairsDataModule(CachedRendersDataModule):
     def __init__(self, cfg: ToyViewPairsDataConfig, **runtime_objects: Any):
-        super().__init__()
-        self.cfg = cfg
-        self.data: dict[str, Any] | None = None
+        super().__init__(cfg)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.data is None:
-            self.data = load_or_generate(self.cfg)
+    def load(self) -> dict[str, Any]:
+        return load_or_generate(self.cfg)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(ToyViewPairs(self.data, self.cfg.batch_size, self.cfg.seed), batch_size=None, num_workers=0)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(_OneDummy(), batch_size=1)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(_OneDummy(), batch_size=1)

@@ -17,6 +17,7 @@ calls `Renderer(cfg, geometry=g, material=m, background=b)` with `cfg` the typed
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 from hydra.utils import get_class
@@ -52,6 +53,25 @@ def instantiate(node: Any, **runtime: Any) -> Any:
         raise ConfigError(f"config node has no _target_: {node!r}")
     cls = get_class(target)
     return cls(to_dataclass(node), **runtime)
+
+
+def config_class_of(target: str) -> type:
+    """The typed config of the class `target` names: the `<Class>Config` dataclass beside it (the
+    convention every component follows; a Lightning `<Name>DataModule` has `<Name>DataConfig`), so a
+    stored plain config (a checkpoint's run, a training record) is typed again without a registry."""
+    cls = get_class(target)
+    stem = cls.__name__.removesuffix("Module") if cls.__name__.endswith("DataModule") else cls.__name__
+    name = f"{stem}Config"
+    schema = getattr(sys.modules[cls.__module__], name, None)
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        raise ConfigError(f"{target!r} has no config dataclass {name} beside it in {cls.__module__}")
+    return schema
+
+
+def typed_config(node: Any) -> DictConfig:
+    """A plain (untyped) config node with a `_target_` -> the same values on its class's schema,
+    so unknown keys and wrong types fail as they do at composition."""
+    return OmegaConf.merge(OmegaConf.structured(config_class_of(node._target_)), node)
 
 
 def missing_keys(cfg: Any, prefix: str = "") -> list[str]:

@@ -24,7 +24,7 @@ import torch
 from omegaconf import MISSING, OmegaConf
 from torch import Tensor
 
-from framework.config import ConfigError, instantiate
+from framework.config import ConfigError, instantiate, typed_config
 from framework.interfaces import Geometry, Mesh
 from framework.mesh_regularisers import MESH_REGULARISERS
 from systems.dreamfusion import DreamFusion, DreamFusionConfig
@@ -60,12 +60,7 @@ def coarse_run_config(checkpoint: Path) -> tuple[Any, Path]:
 
 def load_geometry(node: Any, checkpoint: Path) -> Geometry:
     """Rebuild a geometry from its (resolved, untyped) config node and load its weights from a system checkpoint."""
-    from systems.schemas import SCHEMAS  # the typed schemas, to re-type the plain YAML
-
-    schema = next((s for s in SCHEMAS.values() if getattr(s, "_target_", None) == node._target_), None)
-    if schema is None:
-        raise ConfigError(f"the coarse geometry {node._target_!r} has no schema in systems/schemas.py")
-    geometry = instantiate(OmegaConf.merge(OmegaConf.structured(schema), node))
+    geometry = instantiate(typed_config(node))
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     prefix = "geometry."
     geometry.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)

@@ -37,7 +37,9 @@ sys.path.insert(0, str(REPO))
 from framework.config import instantiate  # noqa: E402
 from launch import slug  # noqa: E402,F401  (registers schemas and the slug resolver)
 from models.guidance.cfg import guided_noise  # noqa: E402
-from models.guidance.sds import StepSchedules, diffuse, sds_gradient, sds_weight  # noqa: E402
+from models.guidance.rule import StepSchedules, sds_weight  # noqa: E402
+from models.guidance.sds import sds_gradient  # noqa: E402
+from models.priors.base import diffuse  # noqa: E402
 from models.priors.toy.dataset import ToyDatasetConfig, camera_sampler  # noqa: E402
 from models.priors.toy.render import render_scene  # noqa: E402
 from models.priors.toy.scenes import parse_prompt  # noqa: E402

@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from models.guidance.sds import diffuse
+from models.priors.base import diffuse
 
 
 @dataclass

@@ -32,7 +32,7 @@ code's K = 1 and configs choose K (configs/system/guidance/sjc-toy-exact.yaml st
 
 Classifier-free guidance (and Perp-Neg) goes through models/guidance/cfg.py only (eps_u + s (eps_c - eps_u));
 threestudio's SJC scale 100 (eps_c + s (eps_c - eps_u)) is 101 here. The loss is the
-detached-target MSE of SDS (models/guidance/sds.py), so dL/dy = grad / B. Its key is
+detached-target MSE every rule shares (models/guidance/rule.py), so dL/dy = grad / B. Its key is
 `loss_sds`, threestudio's key for SJC too, so SDS and SJC systems share `lambda_sds`.
 """
 from __future__ import annotations
@@ -43,11 +43,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from framework.config import instantiate
-from framework.interfaces import Guidance
 from models.guidance.cfg import guided_noise
-from models.guidance.prior import DiffusionPrior
-from models.guidance.sds import StepSchedules, detached_target_loss
+from models.guidance.rule import DistillationRule, DistillationRuleConfig, detached_target_loss, finite_clamped
+from models.priors.base import DiffusionPrior
 
 
 def ve_sigma(alphas_cumprod_t: Tensor) -> Tensor:
@@ -69,47 +67,34 @@ def repeat_draws(value: Any, batch_size: int, n: int) -> Any:
 
 
 @dataclass
-class SJCGuidanceConfig:
+class SJCGuidanceConfig(DistillationRuleConfig):
     _target_: str = "models.guidance.sjc.SJCGuidance"
-    prior: Any = None
-    """The diffusion prior's config node (its own `_target_`)."""
     guidance_scale: Any = 101.0
     """Schedule: CFG scale, this project's convention eps_u + s (eps_c - eps_u); threestudio's SJC 100 is 101 here."""
+    min_step_percent: Any = 0.01
+    """Schedule: lower end of t as a fraction of the prior's T (threestudio's SJC: 0.01)."""
+    max_step_percent: Any = 0.97
+    """Schedule: upper end of t (threestudio's SJC: 0.97)."""
     n_samples: int = 1
     """PAAS noise draws per image and step (K above); 1 = single-draw SJC (authors' code, threestudio)."""
     max_batch: Optional[int] = None
     """Most images (B x draws) per predict_noise call; None = all K draws in one call."""
     var_red: bool = True
     """Variance reduction: subtract the injected noise, grad = -(D - y) / sigma."""
-    min_step_percent: Any = 0.01
-    """Schedule: lower end of t as a fraction of the prior's T (threestudio's SJC: 0.01)."""
-    max_step_percent: Any = 0.97
-    """Schedule: upper end of t (threestudio's SJC: 0.97)."""
-    grad_clip: Any = None
-    """Schedule or None: clamp of the per-pixel gradient."""
 
 
-class SJCGuidance(Guidance):
+class SJCGuidance(DistillationRule):
     """Any `DiffusionPrior` + the SJC/PAAS rule. Returns loss_sds and diagnostics."""
 
     loss_names = ("sds",)
+    cfg: SJCGuidanceConfig
 
     def __init__(self, cfg: SJCGuidanceConfig, prior: DiffusionPrior | None = None):
-        super().__init__()
         if cfg.n_samples < 1:
             raise ValueError(f"guidance.n_samples must be >= 1, got {cfg.n_samples}")
         if cfg.max_batch is not None and cfg.max_batch < 1:
             raise ValueError(f"guidance.max_batch must be >= 1 or null, got {cfg.max_batch}")
-        self.cfg = cfg
-        self.prior = prior if prior is not None else instantiate(cfg.prior)
-        self.schedules = StepSchedules(cfg)
-        self.update_step(0)
-
-    def update_step(self, global_step: int) -> None:
-        self.min_step, self.max_step, self.grad_clip, self.guidance_scale = self.schedules.at(
-            global_step, self.prior.num_train_timesteps
-        )
-        self.prior.update_step(global_step)
+        super().__init__(cfg, prior)
 
     @torch.no_grad()
     def paas_gradient(
@@ -122,7 +107,7 @@ class SJCGuidance(Guidance):
     ) -> Tensor:  # (B, C, h, w)
         """-(1/K) sum_k (D(y + sigma n_k) - y) / sigma (var_red) or -(1/K) sum_k (D_k - z_k) / sigma."""
         b, k = noise.shape[:2]
-        sigma = ve_sigma(self.prior.alphas_cumprod.to(y.device)[t]).view(b, 1, 1, 1, 1)
+        sigma = ve_sigma(self.alphas_cumprod_at(t)).view(b, 1, 1, 1, 1)
         z = y[:, None] + sigma * noise  # (B, K, C, h, w): perturb
         x_t = z / (1.0 + sigma**2).sqrt()  # the DDPM x_t the prior was trained on
         per_call = k if self.cfg.max_batch is None else max(1, self.cfg.max_batch // b)
@@ -139,10 +124,7 @@ class SJCGuidance(Guidance):
         denoised = z - sigma * eps_hat  # D(z, sigma)
         reference = y[:, None] if self.cfg.var_red else z
         grad = (-(denoised - reference) / sigma).mean(dim=1)  # average over the draws: PAAS
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-        if self.grad_clip is not None:
-            grad = grad.clamp(-self.grad_clip, self.grad_clip)
-        return grad
+        return finite_clamped(grad, self.grad_clip)
 
     def forward(
         self,
@@ -158,7 +140,7 @@ class SJCGuidance(Guidance):
         y = self.prior.encode(rgb)  # (B, c, h, w), differentiable
         b = y.shape[0]
         if t is None:
-            t = torch.randint(self.min_step, self.max_step + 1, (b,), device=y.device)
+            t = self.sample_timesteps(b, y.device)
         if noise is None:
             noise = torch.randn(b, self.cfg.n_samples, *y.shape[1:], device=y.device, dtype=y.dtype)
         if noise.shape[:2] != (b, self.cfg.n_samples) or noise.shape[2:] != y.shape[1:]:
@@ -169,5 +151,5 @@ class SJCGuidance(Guidance):
             "loss_sds": loss,
             "grad_norm": grad.norm(),
             "t_mean": t.float().mean(),
-            "sigma_mean": ve_sigma(self.prior.alphas_cumprod.to(y.device)[t]).mean(),
+            "sigma_mean": ve_sigma(self.alphas_cumprod_at(t)).mean(),
         }

@@ -51,7 +51,7 @@ class DeepFloydIFPrior(TextConditionedPrior):
         self.unet = self._prepare_unet(unet, cfg)
         self.channels = int(unet.config.in_channels)
         self.image_size = int(unet.config.sample_size)
-        self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.detach().float().clone(), persistent=False)
+        self.set_noise_schedule(scheduler.alphas_cumprod)
 
     def train(self, mode: bool = True) -> "DeepFloydIFPrior":
         super().train(mode)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.priors.base import v_to_eps
 from models.priors.hf_loading import MissingWeightsError, ModelSource
 from models.priors.text_conditioned import DiffusersUNetOptions, TextConditionedPrior
 
@@ -60,8 +61,7 @@ class StableDiffusionPrior(TextConditionedPrior):
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise MissingWeightsError(f"{source.name!r}: unsupported scheduler prediction_type {self.prediction_type!r}")
-        # Non-persistent: it comes from the scheduler config, not from our checkpoints.
-        self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.detach().float().clone(), persistent=False)
+        self.set_noise_schedule(scheduler.alphas_cumprod)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.latent_size = int(self.unet.config.sample_size)
         self.image_size = self.latent_size * self.vae_scale_factor
@@ -109,17 +109,5 @@ class StableDiffusionPrior(TextConditionedPrior):
         dtype = self.weights_dtype
         out = self.unet(x_t.to(dtype), t.to(x_t.device), encoder_hidden_states=embeddings.to(dtype)).sample.to(x_t.dtype)
         if self.prediction_type == "v_prediction":
-            out = self.v_to_eps(out, x_t, self.alphas_cumprod.to(x_t.device)[t])
+            out = v_to_eps(out, x_t, self.alphas_cumprod.to(x_t.device)[t])
         return out
-
-    @staticmethod
-    def v_to_eps(v: Tensor, x_t: Tensor, abar_t: Tensor) -> Tensor:
-        """v (B, C, h, w), x_t (B, C, h, w), abar_t (B,) -> eps (B, C, h, w).
-
-        diffusers (Salimans & Ho 2022, eq. 'v'): v = sqrt(abar) eps - sqrt(1 - abar) x_0 with
-        x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps, hence
-            eps = sqrt(abar) v + sqrt(1 - abar) x_t
-        (substitute: abar eps - sqrt(abar(1-abar)) x_0 + sqrt(abar(1-abar)) x_0 + (1-abar) eps = eps).
-        """
-        abar = abar_t.to(v.dtype).view(-1, 1, 1, 1)
-        return abar.sqrt() * v + (1.0 - abar).sqrt() * x_t

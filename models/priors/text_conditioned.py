@@ -13,8 +13,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from models.guidance.prior import DiffusionPrior
-from models.prompt_processors.text_condition import TextCondition
+from models.priors.base import CameraBatchCondition, DiffusionPrior
 
 
 @dataclass
@@ -39,6 +38,7 @@ class DiffusersUNetOptions:
 
 
 class TextConditionedPrior(DiffusionPrior):
+    takes_text_embeddings = True
     weights_dtype: torch.dtype = torch.float32
 
     def _weights_dtype(self, options: DiffusersUNetOptions) -> torch.dtype:
@@ -58,7 +58,7 @@ class TextConditionedPrior(DiffusionPrior):
         return unet
 
     def eps_from_embeddings(self, x_t: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
-        """x_t (N, C, h, w), t (N,) long, embeddings (N, L, D) -> eps (N, C, h, w), one forward."""
+        """x_t (N, C, h, w), t (N,) long, embeddings (N, L, D) -> eps (N, C, h, w), one forward (each prior's own)."""
         raise NotImplementedError
 
     @staticmethod
@@ -71,12 +71,12 @@ class TextConditionedPrior(DiffusionPrior):
         self,
         x_t: Tensor,  # (B, C, h, w)
         t: Tensor,  # (B,) long in [0, T)
-        condition: Any,  # TextCondition, or {"text_embeddings": (B|1, L, D), "uncond_embeddings": (B|1, L, D)}
+        condition: Any,  # a CameraBatchCondition (TextCondition), or {"text_embeddings": (B|1, L, D), "uncond_embeddings": (B|1, L, D)}
         batch: dict[str, Any],
         need_uncond: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """-> (eps_cond (B, C, h, w), eps_uncond (B, C, h, w) or None); one forward on [cond, uncond]."""
-        if isinstance(condition, TextCondition):
+        if isinstance(condition, CameraBatchCondition):
             condition = condition.for_batch(batch)
         if not isinstance(condition, dict) or "text_embeddings" not in condition:
             raise ValueError(

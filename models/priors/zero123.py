@@ -30,7 +30,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from models.guidance.prior import DiffusionPrior
+from models.priors.base import DiffusionPrior
 from models.priors.hf_loading import MissingWeightsError, ModelSource, load_errors
 from models.priors.text_conditioned import DiffusersUNetOptions
 
@@ -131,7 +131,7 @@ class Zero123Prior(DiffusionPrior):
                 self.unet = torch.compile(self.unet)
         self.sample_size = int(self.unet.config.sample_size)
         self.encoder_size = int(self.image_encoder.config.image_size)
-        self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.detach().float().clone(), persistent=False)
+        self.set_noise_schedule(scheduler.alphas_cumprod)
         self.cond: Optional[dict[str, Any]] = None
 
     @staticmethod

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from models.priors.base import CameraBatchCondition
 from models.prompt_processors.view_dependent import BACK, FRONT, SIDE, ViewDirections, perp_neg_weights
 
 
@@ -26,7 +27,7 @@ class PerpNegFunctions:
 
 
 @dataclass
-class TextCondition:
+class TextCondition(CameraBatchCondition):
     prompt: str
     text: Tensor  # (1, L, D) the prompt as written
     uncond: Tensor  # (1, L, D) the negative prompt ("" = unconditional)

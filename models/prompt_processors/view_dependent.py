@@ -5,16 +5,16 @@
   on, one of six: "front side" and "backside side" split the azimuth finer. Four words cover 90° of
   azimuth each, and over any 90° a cube shows every silhouette it has, so a prior told only those
   cannot tell an axis-aligned cube from a turned one; 45° sectors can (used by the toy prior).
-- `perp_neg_weights` / `perp_neg_guidance` implement Perp-Neg (Armandpour et al. 2023, Eq. 7 and
-  the interpolated-embedding variant used by threestudio's `perp_neg` option).
+- `perp_neg_weights` gives Perp-Neg's per-camera prompt mix and negative weights (Armandpour et al.
+  2023, the interpolated-embedding variant used by threestudio's `perp_neg` option); the noise
+  combination itself is guidance, in models/guidance/cfg.py beside plain CFG.
 
-Hand-written because these are a few lines of arithmetic that the guidance and prompt processors
-both need; keeping them model-free makes them exactly testable against hand-computed values.
+Hand-written because these are a few lines of arithmetic; keeping them model-free makes them
+exactly testable against hand-computed values.
 
 Conventions: azimuth in degrees in [-180, 180), 0 = front (camera on +x); elevation in degrees.
 View indices everywhere: 0 side, 1 front, 2 back, 3 overhead, and with diagonal views 4 front side,
 5 back side (matches `view_prompts`).
-Guidance scale in the project's convention (models/guidance/cfg.py): eps_u + s (eps_c - eps_u).
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def perp_neg_weights(
     azimuth_deg (B,), elevation_deg (B,) ->
       pos_mix (B, 3): weights over the embeddings [front, side, back] (rows sum to 1),
       neg_index (B, 2) long: view indices (side 0, front 1, back 2) of the two negative prompts,
-      neg_weights (B, 2): w_i in perp_neg_guidance (negative numbers push away from that view).
+      neg_weights (B, 2): w_i in models/guidance/cfg.py perp_neg_guidance (negative numbers push away from that view).
 
     Front half (|az| < 90): r = 1 - |az|/90, positive r front + (1-r) side,
       negatives [front, side] with weights [-f_fs(r), -f_sf(1-r)].
@@ -152,36 +152,3 @@ def perp_neg_weights(
     # Overhead views have no meaningful front/side/back to push away from.
     neg_weights = torch.where((el > overhead_threshold)[:, None], torch.zeros_like(neg_weights), neg_weights)
     return pos_mix, neg_index, neg_weights
-
-
-def perp_component(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
-    """perp(a, b) = a - (a.b / ||b||^2) b per sample; a, b (B, ...) -> (B, ...)."""
-    dims = tuple(range(1, a.dim()))
-    dot = (a * b).sum(dim=dims, keepdim=True)  # a.b per sample, shape (B, 1, ..., 1)
-    norm_sq = (b * b).sum(dim=dims, keepdim=True)  # ||b||^2 per sample
-    # eps guards a zero e_pos (cond == uncond); then the projection is zero and perp(a, b) = a.
-    return a - dot / (norm_sq + eps) * b
-
-
-def perp_neg_guidance(
-    eps_uncond: Tensor,
-    eps_pos: Tensor,
-    eps_negs: Tensor,
-    neg_weights: Tensor,
-    guidance_scale: float,
-) -> Tensor:
-    """Perp-Neg guided noise (Armandpour et al. 2023, Eq. 7, in this project's CFG convention).
-
-    eps_uncond (B, ...), eps_pos (B, ...), eps_negs (B, K, ...), neg_weights (B, K) -> eps (B, ...):
-        eps = eps_u + s [ e_pos + sum_i w_i perp(eps_i - eps_u, e_pos) ],  e_pos = eps_pos - eps_u.
-    With all w_i = 0 this is exactly classifier_free_guidance(eps_u, eps_pos, s).
-    """
-    B, K = neg_weights.shape
-    e_pos = eps_pos - eps_uncond  # e_pos = eps_pos - eps_u
-    e_negs = eps_negs - eps_uncond.unsqueeze(1)  # eps_i - eps_u, (B, K, ...)
-    # perp(eps_i - eps_u, e_pos) for every i: fold K into the batch so each pair gets its own dot product.
-    e_pos_rep = e_pos.unsqueeze(1).expand_as(e_negs).reshape(B * K, *e_pos.shape[1:])
-    perps = perp_component(e_negs.reshape(B * K, *e_pos.shape[1:]), e_pos_rep).reshape(e_negs.shape)
-    w = neg_weights.to(perps.dtype).reshape(B, K, *([1] * (perps.dim() - 2)))
-    neg_term = (w * perps).sum(dim=1)  # sum_i w_i perp(eps_i - eps_u, e_pos)
-    return eps_uncond + guidance_scale * (e_pos + neg_term)  # eps_u + s [ e_pos + sum_i ... ]

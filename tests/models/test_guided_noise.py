@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from models.guidance.cfg import guided_noise
-from models.guidance.sds import SDSGuidance, SDSGuidanceConfig, sds_weight
+from models.guidance.rule import sds_weight
+from models.guidance.sds import SDSGuidance, SDSGuidanceConfig
 from models.priors.stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
 from models.priors.text_conditioned import TextConditionedPrior
 from models.prompt_processors.text import StableDiffusionPromptProcessor, StableDiffusionPromptProcessorConfig
@@ -98,7 +99,7 @@ def test_perp_neg_overhead_is_cfg_on_the_mixed_prompt():
 
 
 def test_perp_neg_needs_a_text_prior():
-    from models.guidance.prior import DiffusionPrior
+    from models.priors.base import DiffusionPrior
 
     with pytest.raises(ValueError, match="text-conditioned prior"):
         guided_noise(DiffusionPrior(), torch.zeros(1, 3, 2, 2), torch.tensor([1]), condition(True), {}, 2.0)

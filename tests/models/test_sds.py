@@ -4,8 +4,9 @@ import torch
 
 from framework.config import ConfigError
 from models.guidance.cfg import classifier_free_guidance
-from models.guidance.prior import DiffusionPrior
-from models.guidance.sds import SDSGuidance, SDSGuidanceConfig, sds_weight, timestep_bounds
+from models.priors.base import DiffusionPrior
+from models.guidance.rule import sds_weight, timestep_bounds
+from models.guidance.sds import SDSGuidance, SDSGuidanceConfig
 
 
 class FakePrior(DiffusionPrior):

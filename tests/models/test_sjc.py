@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler
 
 from framework.regularisers import REGULARISERS, emptiness_loss
 from models.guidance.cfg import classifier_free_guidance
-from models.guidance.prior import DiffusionPrior
+from models.priors.base import DiffusionPrior
 from models.guidance.sjc import SJCGuidance, SJCGuidanceConfig, repeat_draws, ve_sigma
 
 

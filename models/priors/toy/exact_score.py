@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor
 
-from models.guidance.prior import DiffusionPrior
+from models.priors.base import DiffusionPrior
 
 from .exemplars import DEFAULT_SIGMA_DIR_DEG, DEFAULT_SIGMA_SCALE, ExemplarBank, camera_distance
 from .scenes import ToyScene, parse_prompt, single_shape_prompts
@@ -98,7 +98,7 @@ class ToyExactScorePrior(DiffusionPrior):
             beta_start=cfg.beta_start,
             beta_end=cfg.beta_end,
         )
-        self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.float().clone(), persistent=False)
+        self.set_noise_schedule(scheduler.alphas_cumprod)
         self._banks: dict[tuple[str, int], ExemplarBank] = {}  # (prompt, n) -> bank, CPU
         self._flat: dict[tuple[str, int, str], Tensor] = {}  # (prompt, n, device) -> (N, D) in prior space
 

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from framework.config import UserError
 from models.guidance.cfg import classifier_free_guidance
-from models.guidance.sds import SDSGuidance, SDSGuidanceConfig, sds_weight
+from models.guidance.rule import sds_weight
+from models.guidance.sds import SDSGuidance, SDSGuidanceConfig
 from models.priors.deepfloyd_if import DeepFloydIFPrior, DeepFloydIFPriorConfig
 from models.priors.hf_loading import MissingWeightsError
 from models.priors.tiny_pipelines import TEXT_WIDTH

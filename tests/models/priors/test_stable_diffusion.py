@@ -6,7 +6,9 @@ import torch
 
 from framework.config import UserError
 from models.guidance.cfg import classifier_free_guidance
-from models.guidance.sds import SDSGuidance, SDSGuidanceConfig, sds_weight
+from models.priors.base import v_to_eps
+from models.guidance.rule import sds_weight
+from models.guidance.sds import SDSGuidance, SDSGuidanceConfig
 from models.priors.stable_diffusion import MissingWeightsError, StableDiffusionPrior, StableDiffusionPriorConfig
 from models.priors.tiny_pipelines import TEXT_WIDTH, save_tiny_stable_diffusion
 
@@ -136,7 +138,7 @@ def test_v_to_eps_hand_made():
     # x_0 = 1, eps = 2, abar = 0.64: x_t = 0.8 + 0.6*2 = 2.0, v = 0.8*2 - 0.6*1 = 1.0
     v = torch.full((1, 1, 1, 1), 1.0)
     x_t = torch.full((1, 1, 1, 1), 2.0)
-    eps = StableDiffusionPrior.v_to_eps(v, x_t, torch.tensor([0.64]))
+    eps = v_to_eps(v, x_t, torch.tensor([0.64]))
     torch.testing.assert_close(eps, torch.full((1, 1, 1, 1), 2.0))
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from models.priors.base import CameraBatchCondition
-from models.prompt_processors.view_dependent import BACK, FRONT, SIDE, ViewDirections, perp_neg_weights
+from models.prompt_processors.view_dependent import BACK, FRONT, OVERHEAD, SIDE, ViewDirections, perp_neg_weights
 
 
 @dataclass
@@ -60,8 +60,9 @@ class TextCondition(CameraBatchCondition):
     def perp_neg_for_batch(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """-> pos (B, L, D), uncond (B, L, D), negs (B, 2, L, D), neg_weights (B, 2) for perp_neg_guidance.
 
-        pos = the azimuth-interpolated mix of the front / side / back prompt embeddings; negs = the
-        two view prompts to push away from (models/prompt_processors/view_dependent.py).
+        pos = the azimuth-interpolated mix of the front / side / back prompt embeddings, or the overhead
+        prompt for an overhead view; negs = the two view prompts to push away from
+        (models/prompt_processors/view_dependent.py).
         """
         elevation, azimuth = self._angles(batch, self.text.device)
         f = self.perp_neg
@@ -71,6 +72,10 @@ class TextCondition(CameraBatchCondition):
         # pos_mix weighs [front, side, back]; neg_index holds view indices (side 0, front 1, back 2).
         front_side_back = self.text_views[[FRONT, SIDE, BACK]]  # (3, L, D)
         pos = torch.einsum("bk,kld->bld", pos_mix.to(front_side_back.dtype), front_side_back)
+        # An overhead view's positive is the overhead prompt itself, as in threestudio (its negatives
+        # have weight 0 there, so Perp-Neg is plain CFG on ", overhead view").
+        overhead = (elevation > self.directions.overhead_threshold_deg).view(-1, 1, 1)
+        pos = torch.where(overhead, self.text_views[OVERHEAD].to(pos.dtype), pos)
         negs = self.text_views[neg_index]  # (B, 2, L, D)
         uncond = self.uncond.expand(pos.shape[0], -1, -1)
         return pos, uncond, negs, neg_weights

@@ -11,7 +11,7 @@ from models.priors.stable_diffusion import StableDiffusionPrior, StableDiffusion
 from models.priors.text_conditioned import TextConditionedPrior
 from models.prompt_processors.text import StableDiffusionPromptProcessor, StableDiffusionPromptProcessorConfig
 from models.prompt_processors.text_condition import TextCondition
-from models.prompt_processors.view_dependent import BACK, FRONT, SIDE
+from models.prompt_processors.view_dependent import BACK, FRONT, OVERHEAD, SIDE
 
 
 class FakeTextPrior(TextConditionedPrior):
@@ -90,11 +90,14 @@ def test_perp_neg_matches_the_published_formula(azimuth):
     assert prior.calls == [4]  # [pos, uncond, neg_1, neg_2] in one forward
 
 
-def test_perp_neg_overhead_is_cfg_on_the_mixed_prompt():
+@pytest.mark.parametrize("azimuth", [0.0, 120.0])
+def test_perp_neg_overhead_is_cfg_on_the_overhead_prompt(azimuth):
+    """threestudio: an overhead view's positive is the overhead embedding, its negatives weigh 0."""
     prior, cond = FakeTextPrior(), condition(True)
     x_t = torch.randn(1, 3, 5, 5, generator=torch.Generator().manual_seed(1))
-    eps = guided_noise(prior, x_t, torch.tensor([5]), cond, {"elevation": torch.tensor([75.0]), "azimuth": torch.tensor([0.0])}, 5.0)
-    e_u, e_c = fake_eps(x_t[0], cond.uncond[0]), fake_eps(x_t[0], cond.text_views[FRONT])
+    batch = {"elevation": torch.tensor([75.0]), "azimuth": torch.tensor([azimuth])}
+    eps = guided_noise(prior, x_t, torch.tensor([5]), cond, batch, 5.0)
+    e_u, e_c = fake_eps(x_t[0], cond.uncond[0]), fake_eps(x_t[0], cond.text_views[OVERHEAD])
     torch.testing.assert_close(eps[0], e_u + 5.0 * (e_c - e_u), rtol=1e-4, atol=1e-5)
 
 

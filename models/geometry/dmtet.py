@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from framework.interfaces import Geometry, Mesh
 from models.encodings.hash_grid import HashGridConfig, HashGridEncoding
-from models.geometry.implicit_volume import auto_threshold, make_mlp
+from models.geometry.density_field import auto_threshold
+from models.geometry.implicit_volume import make_mlp
 from models.geometry.marching_tetrahedra import marching_tetrahedra
 from models.geometry.tetrahedral_grid import cell_tets, locate
 
@@ -192,7 +193,7 @@ class DMTet(Geometry):
         not see beyond the crossing points. Dividing by the threshold makes the values
         independent of the density's scale (the SDF learning rate means the same for any
         coarse run); the clamp keeps far-away values from dominating. threshold: a float, or
-        'auto' (models/geometry/implicit_volume.py `auto_threshold`: where rendered opacity
+        'auto' (models/geometry/density_field.py `auto_threshold`: where rendered opacity
         crosses 0.5). copy_network: also copy the hash-grid encoding and feature MLP, so the
         texture is inherited (needs the same encoding / MLP config and radius)."""
         n = self.resolution

@@ -4,9 +4,15 @@ Meaning of `guidance_scale` everywhere in this project (the diffusers convention
 
     eps = eps_u + s * (eps_c - eps_u)
 
-s = 1 is the conditional model alone; s = 0 the unconditional. threestudio's SD / IF / SJC
-guidances use eps = eps_c + s' (eps_c - eps_u), i.e. s = s' + 1: their published 100 (SD) and
-20 (IF) are 101 and 21 here. Method configs carry the translated numbers.
+s = 1 is the conditional model alone; s = 0 the unconditional. Perp-Neg uses the same s in the
+same place, eps = eps_u + s [e_pos + sum_i w_i perp(...)], so with all w_i = 0 it is plain CFG.
+
+Translating threestudio's published scales s' (REFERENCE.md):
+- plain CFG: threestudio's SD / IF / SJC guidances write eps = eps_c + s' (eps_c - eps_u), i.e.
+  s = s' + 1: their 100 (SD) and 20 (IF) are 101 and 21 here. Method configs carry these numbers.
+- Perp-Neg: threestudio's Perp-Neg line is already eps_u + s' (e_pos + ...), so s = s': with
+  `use_perp_neg=true`, give threestudio's number as it is (e.g. guidance_scale=100, not 101).
+tests/models/test_cfg.py checks both mappings against threestudio's two lines written out.
 
 Every distillation rule (SDS, SJC, VSD's pretrained branch, ...) gets its guided noise from
 `guided_noise`, so view-dependent prompts and Perp-Neg work with all of them.

@@ -75,7 +75,9 @@ class TextPromptProcessorConfig:
     """Full replacement texts for some views, e.g. {front: "a corgi's face"}; keys side|front|back|overhead
     (and front_side|back_side with diagonal views)."""
     use_perp_neg: bool = False
-    """Perp-Neg (Armandpour et al. 2023): push away from the other views' prompts (fixes Janus faces)."""
+    """Perp-Neg (Armandpour et al. 2023): push away from the other views' prompts (fixes Janus faces).
+    The guidance's scale keeps its one meaning; threestudio's Perp-Neg scale s' is s' here, not s' + 1
+    as for its plain CFG (models/guidance/cfg.py)."""
     perp_neg_f_sb: List[float] = field(default_factory=lambda: [1.0, 0.5, -0.606])
     perp_neg_f_fsb: List[float] = field(default_factory=lambda: [1.0, 0.5, 0.967])
     perp_neg_f_fs: List[float] = field(default_factory=lambda: [4.0, 0.5, -2.426])

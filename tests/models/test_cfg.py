@@ -55,3 +55,21 @@ def test_perp_component_orthogonal_per_sample():
     proj = a - p
     coef = (proj.flatten(1) * b.flatten(1)).sum(1) / (b.flatten(1) ** 2).sum(1)
     assert torch.allclose(proj, coef.view(4, 1, 1, 1) * b, atol=1e-10)
+
+
+def test_threestudio_scales_map_to_s_plus_1_for_cfg_and_to_s_for_perp_neg():
+    """threestudio's two lines, written as its code writes them, against ours (models/guidance/cfg.py)."""
+    g = torch.Generator().manual_seed(2)
+    eps_c, eps_u = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64).unbind(0)
+    eps_negs = torch.randn(1, 2, 3, 4, 4, generator=g, dtype=torch.float64)
+    weights = torch.tensor([[-1.3, 0.4]], dtype=torch.float64)
+    s = 100.0
+    # threestudio's SD / IF guidance: noise_pred_text + guidance_scale * (noise_pred_text - noise_pred_uncond)
+    threestudio_cfg = eps_c + s * (eps_c - eps_u)
+    torch.testing.assert_close(classifier_free_guidance(eps_u[None], eps_c[None], s + 1)[0], threestudio_cfg)
+    # threestudio's Perp-Neg: noise_pred_uncond + guidance_scale * (e_pos + accum_grad)
+    e_pos = eps_c - eps_u
+    accum = sum(w * perp_component((n - eps_u)[None], e_pos[None])[0] for w, n in zip(weights[0], eps_negs[0]))
+    threestudio_perp_neg = eps_u + s * (e_pos + accum)
+    ours = perp_neg_guidance(eps_u[None], eps_c[None], eps_negs, weights, s)[0]
+    torch.testing.assert_close(ours, threestudio_perp_neg)

@@ -16,6 +16,7 @@ from framework.interfaces import Background, Geometry, Guidance, Material, Promp
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 METHODS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base" and not p.stem.startswith("train-"))
 PRIOR_TRAININGS = sorted(p.stem for p in CONFIGS.glob("train-*.yaml"))
+TOY_METHODS = [m for m in METHODS if m.endswith(("-toy", "-toy-unet"))]
 SMALL = ["system.guidance.prior.n_exemplars=16", "system.guidance.prior.supersample=1"]
 
 
@@ -26,6 +27,7 @@ def compose_method(name: str, overrides: list[str] = ()):
 
 def test_there_are_method_configs():
     assert "dreamfusion-toy" in METHODS
+    assert {"dreamfusion-toy", "dreamfusion-toy-unet", "magic3d-coarse-toy", "sjc-toy"} <= set(TOY_METHODS)
 
 
 # Methods guided by real priors instantiate with the tiny random pipelines (tests/conftest.py) in place
@@ -105,3 +107,22 @@ def test_prompt_reaches_every_part():
     assert cfg.tag == "a_blue_torus"
     # the toy prior draws its exemplar cameras from the training camera ranges
     assert list(cfg.system.guidance.prior.elevation_range) == list(cfg.data.elevation_range)
+
+
+@pytest.mark.parametrize("method", TOY_METHODS)
+def test_toy_methods_use_the_toy_presets(method):
+    """Every toy method takes its cameras from data/random-camera-toy and its world's parts from
+    preset/toy-world, rather than a copy of them."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        choices = compose(config_name=method, return_hydra_config=True).hydra.runtime.choices
+    assert choices["data"] == "random-camera-toy", f"{method} does not use data: random-camera-toy"
+    assert choices.get("preset") == "toy-world", f"{method} does not use preset: toy-world"
+    parts = {"system/background": "solid-color", "system/material": "toy-shading", "system/evaluator": "toy"}
+    assert {group: choices[group] for group in parts} == parts
+
+
+def test_toy_world_preset_yields_to_the_command_line_and_lists_its_options():
+    cfg = compose_method("dreamfusion-toy", ["system/background=neural-environment-map"])
+    assert cfg.system.background._target_.endswith("NeuralEnvironmentMapBackground")
+    with pytest.raises(ConfigCompositionException, match="toy-world"):
+        compose_method("dreamfusion-toy", ["preset=toy-wrld"])

@@ -33,7 +33,7 @@ class ToyDatasetConfig:
     composite_fraction: float = 0.5
     """Share of images showing a two-object prompt (the rest: single shapes)."""
     elevation_range: List[float] = field(default_factory=lambda: [-10.0, 60.0])
-    """Camera ranges: those of configs/dreamfusion-toy.yaml (and the other toy method configs)."""
+    """Camera ranges: those of configs/data/random-camera-toy.yaml (and the other toy method configs)."""
     camera_distance_range: List[float] = field(default_factory=lambda: [1.4, 1.8])
     fovy_range: List[float] = field(default_factory=lambda: [35.0, 45.0])
     supersample: int = 2

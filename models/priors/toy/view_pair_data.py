@@ -52,7 +52,7 @@ class ToyViewPairsDataConfig:
     composite_fraction: float = 0.5
     """Share of scenes showing a two-object prompt (the rest: single shapes)."""
     elevation_range: List[float] = field(default_factory=lambda: [-10.0, 60.0])
-    """Camera ranges: those of the toy method configs (configs/dreamfusion-toy.yaml)."""
+    """Camera ranges: those of the toy camera preset (configs/data/random-camera-toy.yaml)."""
     camera_distance_range: List[float] = field(default_factory=lambda: [1.4, 1.8])
     fovy_range: List[float] = field(default_factory=lambda: [35.0, 45.0])
     batch_size: int = 32

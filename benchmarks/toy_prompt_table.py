@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from systems.train_toy_text_prior import HELD_OUT_SINGLES, TRAINED_SINGLES  # noqa: E402
+from models.priors.toy.training.train_text_prior import HELD_OUT_SINGLES, TRAINED_SINGLES  # noqa: E402
 
 
 def run_one(config: str, prompt: str, out_root: Path, overrides: list[str]) -> dict[str, float]:

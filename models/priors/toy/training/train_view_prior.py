@@ -26,14 +26,14 @@ from torch import Tensor, nn
 
 from models.priors.toy.view_prior import IMAGE_MEAN, IMAGE_STD, ToyViewPriorArch, build_view_prior, save_view_prior_folder
 from models.priors.zero123 import condition_tokens, encoder_pixels
-from systems.prior_training import PriorTrainingConfig, PriorTrainingSystem
+from models.priors.toy.training.prior_training import PriorTrainingConfig, PriorTrainingSystem
 
 HELD_OUT_SINGLES = ["a green torus", "a purple cone", "a orange cube", "a blue cylinder", "a yellow sphere"]
 
 
 @dataclass
 class ToyViewPriorTrainingConfig(PriorTrainingConfig):
-    _target_: str = "systems.train_toy_view_prior.ToyViewPriorTraining"
+    _target_: str = "models.priors.toy.training.train_view_prior.ToyViewPriorTraining"
     arch: ToyViewPriorArch = field(default_factory=ToyViewPriorArch)
     trained_check_prompts: List[str] = field(
         default_factory=lambda: ["a red cube", "a blue torus", "a green cone", "a purple cylinder", "a red cube on top of a blue cylinder"]

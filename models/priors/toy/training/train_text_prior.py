@@ -3,7 +3,8 @@
     python launch.py --config-name train-toy-text-prior
 
 The UNet and the small T5 encoder train together on toy renders and their captions
-(models/priors/toy/image_data.py) with the DDPM objective and condition dropout (systems/prior_training.py).
+(models/priors/toy/image_data.py) with the DDPM objective and condition dropout
+(models/priors/toy/training/prior_training.py).
 The unconditional branch is the embedding of the empty prompt, which is what the prompt processor's
 default negative prompt "" embeds, so classifier-free guidance at use matches training.
 
@@ -30,7 +31,7 @@ from models.priors.toy.text_prior import (
     save_text_to_image_folder,
     tokenize,
 )
-from systems.prior_training import PriorTrainingConfig, PriorTrainingSystem
+from models.priors.toy.training.prior_training import PriorTrainingConfig, PriorTrainingSystem
 
 TRAINED_SINGLES = ["a red cube", "a green sphere", "a blue cone", "a yellow torus", "a purple cylinder"]
 HELD_OUT_SINGLES = ["a green torus", "a purple cone", "a orange cube", "a blue cylinder", "a yellow sphere"]
@@ -38,7 +39,7 @@ HELD_OUT_SINGLES = ["a green torus", "a purple cone", "a orange cube", "a blue c
 
 @dataclass
 class ToyTextPriorTrainingConfig(PriorTrainingConfig):
-    _target_: str = "systems.train_toy_text_prior.ToyTextPriorTraining"
+    _target_: str = "models.priors.toy.training.train_text_prior.ToyTextPriorTraining"
     architecture: ToyTextPriorArchitecture = field(default_factory=ToyTextPriorArchitecture)
     trained_prompts: List[str] = field(default_factory=lambda: list(TRAINED_SINGLES))
     """Prompts the prior saw, sampled and checked at validation and at the end."""

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from framework.video import save_image
 from models.guidance.cfg import classifier_free_guidance
 from models.priors.toy.sample_check import SampleCheck, summarise
+from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS
 from models.priors.toy.text_prior import (
     ToyTextPriorArchitecture,
     build_text_to_image,
@@ -34,7 +35,6 @@ from models.priors.toy.text_prior import (
 from models.priors.toy.training.prior_training import PriorTrainingConfig, PriorTrainingSystem
 
 TRAINED_SINGLES = ["a red cube", "a green sphere", "a blue cone", "a yellow torus", "a purple cylinder"]
-HELD_OUT_SINGLES = ["a green torus", "a purple cone", "a orange cube", "a blue cylinder", "a yellow sphere"]
 
 
 @dataclass
@@ -43,8 +43,8 @@ class ToyTextPriorTrainingConfig(PriorTrainingConfig):
     architecture: ToyTextPriorArchitecture = field(default_factory=ToyTextPriorArchitecture)
     trained_prompts: List[str] = field(default_factory=lambda: list(TRAINED_SINGLES))
     """Prompts the prior saw, sampled and checked at validation and at the end."""
-    held_out_prompts: List[str] = field(default_factory=lambda: list(HELD_OUT_SINGLES))
-    """Prompts it never saw (TOYWORLD.md's held-out list)."""
+    held_out_prompts: List[str] = field(default_factory=lambda: list(HELD_OUT_SINGLE_PROMPTS))
+    """Prompts it never saw (TOYWORLD.md's held-out single shapes, models/priors/toy/scenes.py)."""
     samples_per_prompt: int = 8
     sample_seed: int = 0
     n_check_exemplars: int = 64

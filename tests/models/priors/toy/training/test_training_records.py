@@ -10,6 +10,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from framework.config import instantiate
+from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS
 from systems.schemas import SCHEMAS
 
 WEIGHTS = Path(__file__).resolve().parents[5] / "models" / "priors" / "toy" / "weights"
@@ -35,3 +36,20 @@ def test_record_rebuilds_its_system_and_data(record, tmp_path):
     system = instantiate(system_cfg, run_dir=str(tmp_path))
     assert type(system).__module__.startswith("models.priors.toy.training.")
     assert sum(p.numel() for p in system.trained_modules().parameters()) > 0
+
+
+CHECK_PROMPTS = ("trained_prompts", "held_out_prompts", "trained_check_prompts", "held_out_check_prompts")
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_record_check_prompts_are_the_trainer_defaults(record):
+    """The shipped priors were checked on the prompts the trainers still default to; the held-out
+    ones are scenes.py's HELD_OUT_SINGLE_PROMPTS, in its order."""
+    system = OmegaConf.load(record).system
+    defaults = OmegaConf.structured(SCHEMA_OF_TARGET[system._target_])
+    keys = [key for key in CHECK_PROMPTS if key in defaults]
+    assert len(keys) == 2
+    for key in keys:
+        assert list(system[key]) == list(defaults[key]), f"{record.name}: system.{key}"
+        if key.startswith("held_out"):
+            assert list(system[key]) == list(HELD_OUT_SINGLE_PROMPTS)

@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from systems.train_toy_text_prior import HELD_OUT_SINGLES, TRAINED_SINGLES  # noqa: E402
+from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS  # noqa: E402
+from models.priors.toy.training.train_text_prior import TRAINED_SINGLES  # noqa: E402
 
 
 def run_one(config: str, prompt: str, out_root: Path, overrides: list[str]) -> dict[str, float]:
@@ -57,7 +58,7 @@ def main() -> None:
                         help='e.g. "a orange cube,a purple cone"; default: 5 held-out + 5 trained single shapes')
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    prompts = args.prompts or HELD_OUT_SINGLES + TRAINED_SINGLES
+    prompts = args.prompts or [*HELD_OUT_SINGLE_PROMPTS, *TRAINED_SINGLES]
     out_root = Path(args.out) / args.config
     with ThreadPoolExecutor(args.parallel) as pool:
         results = list(pool.map(lambda p: run_one(args.config, p, out_root, args.overrides), prompts))
@@ -66,12 +67,12 @@ def main() -> None:
     print("| prompt | split | IoU | Chamfer | colour error | wall s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for prompt, m in zip(prompts, results):
-        split = "held-out" if prompt in HELD_OUT_SINGLES else "trained"
+        split = "held-out" if prompt in HELD_OUT_SINGLE_PROMPTS else "trained"
         if m.get("failed"):
             print(f"| {prompt} | {split} | failed | | | {m['wall_seconds']:.0f} |")
             continue
         print(f"| {prompt} | {split} | {m['iou']:.3f} | {m['chamfer']:.4f} | {m['colour_error']:.3f} | {m['wall_seconds']:.0f} |")
-    for split, names in (("held-out", HELD_OUT_SINGLES), ("trained", TRAINED_SINGLES)):
+    for split, names in (("held-out", HELD_OUT_SINGLE_PROMPTS), ("trained", TRAINED_SINGLES)):
         rows = [m for p, m in zip(prompts, results) if p in names and not m.get("failed")]
         if rows:
             print(f"| mean {split} ({len(rows)}) | | {statistics.mean(r['iou'] for r in rows):.3f} | "

@@ -9,6 +9,9 @@ does the rest the same way for every method:
 - builds the optimizer from config (framework.optim);
 - saves validation images, the test turntable video, and exports the textured mesh, then
   scores it when the system has an evaluator (the toy world).
+
+With `initialise_for_training` and `export` it fills what the runner asks of every system
+(framework/interfaces.py `RunnableSystem`).
 """
 from __future__ import annotations
 

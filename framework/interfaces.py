@@ -1,7 +1,8 @@
 """The interfaces `models/` fills and `systems/` composes.
 
-`framework/` never imports `models/` or `systems/`; it states here what they provide. Each is a
-small base class (an `nn.Module` with `update_step`) documenting the shapes that cross it.
+`framework/` never imports `models/` or `systems/`; it states here what they provide. The
+components are small base classes (an `nn.Module` with `update_step`) documenting the shapes that
+cross them; what the runner asks of a whole system is a protocol (`RunnableSystem`, at the end).
 
 The camera batch (what the data module yields and every component may read) is a dict:
 
@@ -20,7 +21,7 @@ Images crossing module boundaries are float32 (B, H, W, C) in [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -149,3 +150,42 @@ class Evaluator:
     def evaluate(self, export_dir: str) -> dict[str, float]:
         raise NotImplementedError
 
+
+@runtime_checkable
+class RunnableSystem(Protocol):
+    """What framework/runner.py asks of a system beyond being a `pytorch_lightning.LightningModule`.
+
+    Two families fill it: the methods (framework/base_system.py's `BaseSystem`, subclassed in
+    systems/) and the toy-prior trainers (models/priors/toy/training/). The runner:
+
+    - builds it as `Target(cfg, run_dir=<run directory>)` (framework.config.instantiate): the
+      class's constructor takes its typed config and a `run_dir: str | None` keyword, the folder
+      its outputs go under (`<run_dir>/save/`);
+    - on a fresh training run only (not with `resume=` or `weights=`), calls
+      `initialise_for_training()` before `trainer.fit`;
+    - after training, and in `mode=export` (after loading `resume=`'s weights, with no Trainer
+      attached), calls `export()` and writes the figures it returns to metrics.json;
+    - with `weights=` and in `mode=export`, loads a checkpoint itself: `on_load_checkpoint(ckpt)` on
+      the dict torch.load returns, then `load_state_dict(ckpt["state_dict"])`. Every LightningModule
+      has both; a system whose checkpoint differs from its state dict mends it in that hook (DreamFusion
+      and Magic3D put back the frozen prior they leave out, the prior trainers restore their EMA), which
+      therefore must not need a Trainer.
+
+    Everything else goes through Lightning (`trainer.fit / validate / test`, the module's hooks).
+
+    A Protocol rather than a base class: the two families share nothing else (their steps,
+    optimizers and exports differ), so a common base would hold only these two signatures, would
+    put a second class into both hierarchies, and would hide a missing method behind its default.
+    As a protocol it is checked where it matters, by tests/framework/test_interfaces.py against
+    every system class the schemas name, and neither family depends on the other.
+    """
+
+    def initialise_for_training(self) -> None:
+        """Set up a fresh training run (e.g. Magic3D refine takes over the coarse stage's geometry);
+        may do nothing. Not called on resume or when weights are loaded."""
+        ...
+
+    def export(self) -> dict[str, float]:
+        """Write the run's result under `<run_dir>/save/` (a textured mesh, or a diffusers folder for
+        a trained prior) and return its figures {name: value} (scores, sample-check figures)."""
+        ...

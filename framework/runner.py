@@ -1,6 +1,7 @@
 """What `launch.py` does with a composed config: build, then train / validate / test / export.
 
 Kept free of Hydra's decorator so tests and notebooks can call `run(cfg, run_dir)` directly.
+The system it runs is a LightningModule that also fills framework.interfaces.RunnableSystem.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from framework.callbacks import ConfigSnapshot, LossProgressBar
 from framework.config import ConfigError, check_missing, instantiate
+from framework.interfaces import RunnableSystem
 from framework.run_config import MODES
 
 
@@ -118,7 +120,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
-    system = instantiate(cfg.system, run_dir=str(run_dir))
+    system: RunnableSystem = instantiate(cfg.system, run_dir=str(run_dir))  # and a pl.LightningModule
     if cfg.weights:
         load_weights(system, cfg.weights, strict=False)
     elif cfg.mode == "train" and not cfg.resume:

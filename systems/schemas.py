@@ -31,11 +31,11 @@ from models.renderers.volume_renderer import VolumeRendererConfig
 from systems.dreamfusion import DreamFusionConfig
 from systems.magic3d import Magic3DRefineConfig
 from systems.sjc import SJCConfig
-from systems.train_toy_text_prior import ToyTextPriorTrainingConfig
+from models.priors.toy.training.train_text_prior import ToyTextPriorTrainingConfig
 from models.priors.toy.image_data import ToyImagesDataConfig
 from models.priors.toy.view_pair_data import ToyViewPairsDataConfig
 from models.priors.zero123 import Zero123PriorConfig
-from systems.train_toy_view_prior import ToyViewPriorTrainingConfig
+from models.priors.toy.training.train_view_prior import ToyViewPriorTrainingConfig
 
 SCHEMAS = {
     "run": RunConfig,

@@ -6,7 +6,7 @@ import torch
 
 from models.priors.toy.scenes import (
     COLOURS,
-    HELD_OUT_PROMPTS,
+    HELD_OUT_SINGLE_PROMPTS,
     SHAPES,
     ToyPromptError,
     is_held_out,
@@ -24,7 +24,7 @@ def test_all_single_prompts_parse():
         (prim,) = scene.primitives
         assert prim.scale == 1.0 and prim.z == 0.0
         assert p.endswith(prim.shape) and prim.albedo == COLOURS[prim.colour]
-    assert set(HELD_OUT_PROMPTS) <= set(prompts)
+    assert set(HELD_OUT_SINGLE_PROMPTS) <= set(prompts)
 
 
 def test_spellings_forgiven():

@@ -3,7 +3,8 @@
     python launch.py --config-name train-toy-text-prior
 
 The UNet and the small T5 encoder train together on toy renders and their captions
-(models/priors/toy/image_data.py) with the DDPM objective and condition dropout (systems/prior_training.py).
+(models/priors/toy/image_data.py) with the DDPM objective and condition dropout
+(models/priors/toy/training/prior_training.py).
 The unconditional branch is the embedding of the empty prompt, which is what the prompt processor's
 default negative prompt "" embeds, so classifier-free guidance at use matches training.
 
@@ -24,26 +25,26 @@ from torch import Tensor, nn
 from framework.video import save_image
 from models.guidance.cfg import classifier_free_guidance
 from models.priors.toy.sample_check import SampleCheck, summarise
+from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS
 from models.priors.toy.text_prior import (
     ToyTextPriorArchitecture,
     build_text_to_image,
     save_text_to_image_folder,
     tokenize,
 )
-from systems.prior_training import PriorTrainingConfig, PriorTrainingSystem
+from models.priors.toy.training.prior_training import PriorTrainingConfig, PriorTrainingSystem
 
 TRAINED_SINGLES = ["a red cube", "a green sphere", "a blue cone", "a yellow torus", "a purple cylinder"]
-HELD_OUT_SINGLES = ["a green torus", "a purple cone", "a orange cube", "a blue cylinder", "a yellow sphere"]
 
 
 @dataclass
 class ToyTextPriorTrainingConfig(PriorTrainingConfig):
-    _target_: str = "systems.train_toy_text_prior.ToyTextPriorTraining"
+    _target_: str = "models.priors.toy.training.train_text_prior.ToyTextPriorTraining"
     architecture: ToyTextPriorArchitecture = field(default_factory=ToyTextPriorArchitecture)
     trained_prompts: List[str] = field(default_factory=lambda: list(TRAINED_SINGLES))
     """Prompts the prior saw, sampled and checked at validation and at the end."""
-    held_out_prompts: List[str] = field(default_factory=lambda: list(HELD_OUT_SINGLES))
-    """Prompts it never saw (TOYWORLD.md's held-out list)."""
+    held_out_prompts: List[str] = field(default_factory=lambda: list(HELD_OUT_SINGLE_PROMPTS))
+    """Prompts it never saw (TOYWORLD.md's held-out single shapes, models/priors/toy/scenes.py)."""
     samples_per_prompt: int = 8
     sample_seed: int = 0
     n_check_exemplars: int = 64

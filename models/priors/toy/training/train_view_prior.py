@@ -24,21 +24,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS
 from models.priors.toy.view_prior import IMAGE_MEAN, IMAGE_STD, ToyViewPriorArch, build_view_prior, save_view_prior_folder
 from models.priors.zero123 import condition_tokens, encoder_pixels
-from systems.prior_training import PriorTrainingConfig, PriorTrainingSystem
-
-HELD_OUT_SINGLES = ["a green torus", "a purple cone", "a orange cube", "a blue cylinder", "a yellow sphere"]
+from models.priors.toy.training.prior_training import PriorTrainingConfig, PriorTrainingSystem
 
 
 @dataclass
 class ToyViewPriorTrainingConfig(PriorTrainingConfig):
-    _target_: str = "systems.train_toy_view_prior.ToyViewPriorTraining"
+    _target_: str = "models.priors.toy.training.train_view_prior.ToyViewPriorTraining"
     arch: ToyViewPriorArch = field(default_factory=ToyViewPriorArch)
     trained_check_prompts: List[str] = field(
         default_factory=lambda: ["a red cube", "a blue torus", "a green cone", "a purple cylinder", "a red cube on top of a blue cylinder"]
     )
-    held_out_check_prompts: List[str] = field(default_factory=lambda: list(HELD_OUT_SINGLES))
+    held_out_check_prompts: List[str] = field(default_factory=lambda: list(HELD_OUT_SINGLE_PROMPTS))
+    """TOYWORLD.md's held-out single shapes (models/priors/toy/scenes.py)."""
     cond_camera: List[float] = field(default_factory=lambda: [20.0, 0.0, 1.6])
     """Cond view of the check: elevation (deg), azimuth (deg), distance."""
     check_cameras: List[List[float]] = field(

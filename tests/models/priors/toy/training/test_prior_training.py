@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from systems.prior_training import PriorTrainingConfig, PriorTrainingSystem
+from models.priors.toy.training.prior_training import PriorTrainingConfig, PriorTrainingSystem
 
 
 def test_constant_rate_after_warm_up_by_default():

@@ -2,7 +2,8 @@
 toy priors share.
 
 A prior-training system is a LightningModule the runner (framework/runner.py) drives like any
-method: `trainer.fit` (checkpoints every N steps, `resume=<ckpt>` continues, `seed` fixes the run),
+method, through the same contract (framework/interfaces.py `RunnableSystem`):
+`trainer.fit` (checkpoints every N steps, `resume=<ckpt>` continues, `seed` fixes the run),
 then `trainer.test`, which samples the final grids and runs the automatic sample check, then
 `export()`, which writes the trained prior as a diffusers folder under save/pretrained/ and returns
 the check's figures (saved to metrics.json by the runner).

@@ -32,8 +32,8 @@ from systems.dreamfusion import DreamFusionConfig
 from systems.magic3d import Magic3DRefineConfig
 from systems.sjc import SJCConfig
 from models.priors.toy.training.train_text_prior import ToyTextPriorTrainingConfig
-from models.priors.toy.image_data import ToyImagesDataConfig
-from models.priors.toy.view_pair_data import ToyViewPairsDataConfig
+from models.priors.toy.training.image_data import ToyImagesDataConfig
+from models.priors.toy.training.view_pair_data import ToyViewPairsDataConfig
 from models.priors.zero123 import Zero123PriorConfig
 from models.priors.toy.training.train_view_prior import ToyViewPriorTrainingConfig
 

@@ -7,7 +7,7 @@ Zero-1-to-3 (Liu et al. 2023) conditions the UNet on the reference (cond) view t
   - one cross-attention token = cc_projection(concat(CLIP image embedding of the cond view, T)), with
     T = [radians(delta polar), sin(delta azimuth), cos(delta azimuth), delta distance] (target minus
     cond; polar = 90 - elevation, so delta polar = cond elevation - target elevation;
-    models/priors/toy/view_pair_data.relative_pose).
+    `relative_pose` below).
 The unconditional branch of classifier-free guidance is zeros for both (threestudio's zero123 guidance).
 
 A folder in the community Zero1to3StableDiffusionPipeline's diffusers layout is loaded through
@@ -64,10 +64,22 @@ def condition_tokens(image_encoder: nn.Module, cc_projection: nn.Module, pixel_v
     return cc_projection(torch.cat([embeds, pose.to(embeds)], dim=-1))[:, None, :]
 
 
+def relative_pose(
+    cond_elevation: Tensor, cond_azimuth: Tensor, cond_distance: Tensor,  # (B,) degrees, degrees, world units
+    target_elevation: Tensor, target_azimuth: Tensor, target_distance: Tensor,  # (B,)
+) -> Tensor:
+    """-> T (B, 4) = [radians(delta polar), sin(delta azimuth), cos(delta azimuth), delta distance], target minus cond.
+
+    Zero-1-to-3 (Liu et al. 2023, Sec. 3.2) measures the polar angle from the +z pole, polar = 90 - elevation,
+    so delta polar = cond elevation - target elevation (as threestudio's zero123 guidance computes it).
+    """
+    d_polar = torch.deg2rad(cond_elevation - target_elevation)
+    d_az = torch.deg2rad(target_azimuth - cond_azimuth)
+    return torch.stack([d_polar, torch.sin(d_az), torch.cos(d_az), target_distance - cond_distance], dim=-1)
+
+
 def pose_from_cameras(cond: dict[str, Any], batch: dict[str, Any], n: int, device: torch.device) -> Tensor:
     """Cond camera (floats, degrees / world units) and the batch's target cameras ((B,) or (1,)) -> T (n, 4)."""
-    from models.priors.toy.view_pair_data import relative_pose
-
     def rows(value: Any) -> Tensor:
         return torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1).expand(n)
 

@@ -10,7 +10,7 @@ default negative prompt "" embeds, so classifier-free guidance at use matches tr
 
 Samples are drawn with DDIM (Song et al. 2021) under classifier-free guidance, for trained and for
 held-out prompts, saved as PNG grids and checked against exemplar renders
-(models/priors/toy/sample_check.py). The exported folder loads with DeepFloydIFPrior.
+(models/priors/toy/training/sample_check.py). The exported folder loads with DeepFloydIFPrior.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from framework.video import save_image
 from models.guidance.cfg import classifier_free_guidance
-from models.priors.toy.sample_check import SampleCheck, summarise
+from models.priors.toy.training.sample_check import SampleCheck, summarise
 from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS
 from models.priors.toy.text_prior import (
     ToyTextPriorArchitecture,

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS
 from models.priors.toy.view_prior import IMAGE_MEAN, IMAGE_STD, ToyViewPriorArch, build_view_prior, save_view_prior_folder
-from models.priors.zero123 import condition_tokens, encoder_pixels
+from models.priors.zero123 import condition_tokens, encoder_pixels, relative_pose
 from models.priors.toy.training.prior_training import PriorTrainingConfig, PriorTrainingSystem
 
 
@@ -116,7 +116,6 @@ class ToyViewPriorTraining(PriorTrainingSystem):
         return (rgb * 255.0 + 0.5).floor() / 255.0  # quantised like the training cache
 
     def sample_and_check(self, tag: str) -> dict[str, float]:
-        from models.priors.toy.view_pair_data import relative_pose
 
         cfg = self.cfg
         prompts = list(cfg.trained_check_prompts) + list(cfg.held_out_check_prompts)

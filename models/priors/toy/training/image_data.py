@@ -24,7 +24,7 @@ from models.prompt_processors.view_dependent import ViewDirections, view_prompts
 
 @dataclass
 class ToyImagesDataConfig:
-    _target_: str = "models.priors.toy.image_data.ToyImagesDataModule"
+    _target_: str = "models.priors.toy.training.image_data.ToyImagesDataModule"
     dataset: ToyDatasetConfig = field(default_factory=ToyDatasetConfig)
     cache_path: str = "outputs/datasets/toy-text-images.pt"
     """Where the generated renders are kept (relative paths: to the working directory)."""

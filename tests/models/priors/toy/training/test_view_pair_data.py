@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-import models.priors.toy.view_pair_data as pairs_module
+import models.priors.toy.training.view_pair_data as pairs_module
 from framework.cameras import orbit_c2w
-from models.priors.toy.view_pair_data import ToyViewPairs, ToyViewPairsDataConfig, ToyViewPairsDataModule, relative_pose
+from models.priors.toy.training.view_pair_data import ToyViewPairs, ToyViewPairsDataConfig, ToyViewPairsDataModule
+from models.priors.zero123 import relative_pose
 from models.priors.toy.render import render_scene
 from models.priors.toy.scenes import is_held_out, parse_prompt
 

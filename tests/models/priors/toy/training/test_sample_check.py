@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from models.priors.toy.dataset import ToyDatasetConfig, render_views
-from models.priors.toy.sample_check import SampleCheck
+from models.priors.toy.training.sample_check import SampleCheck
 
 CHECK = SampleCheck(n_exemplars=32, resolution=32)
 

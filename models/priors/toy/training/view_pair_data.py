@@ -9,7 +9,7 @@ process then only indexes tensors); each training batch forms fresh random (cond
 among the views of random scenes, so a render serves in many pairs.
 
 Batch (B = batch_size): target, cond (B, 3, H, W) in [-1, 1]; cond_/target_ elevation, azimuth
-(degrees) and distance (B,); T (B, 4), Zero-1-to-3's relative pose (`relative_pose`).
+(degrees) and distance (B,); T (B, 4), Zero-1-to-3's relative pose (models/priors/zero123.py `relative_pose`).
 """
 from __future__ import annotations
 
@@ -24,25 +24,12 @@ from framework.data.render_cache import CachedRendersDataModule, load_or_make
 from models.priors.toy.dataset import camera_sampler, training_prompts
 from models.priors.toy.render import RENDERER_VERSION, render_scene
 from models.priors.toy.scenes import parse_prompt
-
-
-def relative_pose(
-    cond_elevation: Tensor, cond_azimuth: Tensor, cond_distance: Tensor,  # (B,) degrees, degrees, world units
-    target_elevation: Tensor, target_azimuth: Tensor, target_distance: Tensor,  # (B,)
-) -> Tensor:
-    """-> T (B, 4) = [radians(delta polar), sin(delta azimuth), cos(delta azimuth), delta distance], target minus cond.
-
-    Zero-1-to-3 (Liu et al. 2023, Sec. 3.2) measures the polar angle from the +z pole, polar = 90 - elevation,
-    so delta polar = cond elevation - target elevation (as threestudio's zero123 guidance computes it).
-    """
-    d_polar = torch.deg2rad(cond_elevation - target_elevation)
-    d_az = torch.deg2rad(target_azimuth - cond_azimuth)
-    return torch.stack([d_polar, torch.sin(d_az), torch.cos(d_az), target_distance - cond_distance], dim=-1)
+from models.priors.zero123 import relative_pose
 
 
 @dataclass
 class ToyViewPairsDataConfig:
-    _target_: str = "models.priors.toy.view_pair_data.ToyViewPairsDataModule"
+    _target_: str = "models.priors.toy.training.view_pair_data.ToyViewPairsDataModule"
     cache_path: str = "outputs/cache/toy-view-pairs.pt"
     """Where the rendered views are kept: generated once when missing (or made with other settings), then reused."""
     n_scenes: int = 2000

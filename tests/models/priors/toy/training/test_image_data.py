@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from models.priors.toy.image_data import ToyImageBatches, ToyImagesDataConfig, ToyImagesDataModule
+from models.priors.toy.training.image_data import ToyImageBatches, ToyImagesDataConfig, ToyImagesDataModule
 from models.priors.toy.dataset import ToyDatasetConfig
 from models.priors.toy.scenes import is_held_out, parse_prompt
 from models.prompt_processors.view_dependent import BACK_SIDE, FRONT_SIDE, ViewDirections, assign_directions, view_prompts

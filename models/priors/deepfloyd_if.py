@@ -49,7 +49,6 @@ class DeepFloydIFPrior(TextConditionedPrior):
         if scheduler.config.prediction_type != "epsilon":
             raise MissingWeightsError(f"{source.name!r}: IF stage I predicts epsilon; got {scheduler.config.prediction_type!r}")
         self.unet = self._prepare_unet(unet, cfg)
-        self.channels = int(unet.config.in_channels)
         self.image_size = int(unet.config.sample_size)
         self.set_noise_schedule(scheduler.alphas_cumprod)
 
@@ -68,9 +67,3 @@ class DeepFloydIFPrior(TextConditionedPrior):
     def decode(self, x: Tensor) -> Tensor:
         """x (B, 3, s, s) in [-1, 1] -> rgb (B, s, s, 3) in [0, 1]."""
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1)
-
-    def eps_from_embeddings(self, x_t: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
-        """x_t (N, 3, s, s), t (N,), embeddings (N, L, D) -> eps (N, 3, s, s) (the learned variance dropped)."""
-        dtype = self.weights_dtype
-        out = self.unet(x_t.to(dtype), t.to(x_t.device), encoder_hidden_states=embeddings.to(dtype)).sample
-        return out[:, : self.channels].to(x_t.dtype)

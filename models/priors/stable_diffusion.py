@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.priors.base import v_to_eps
 from models.priors.hf_loading import MissingWeightsError, ModelSource
 from models.priors.text_conditioned import DiffusersUNetOptions, TextConditionedPrior
 
@@ -103,11 +102,3 @@ class StableDiffusionPrior(TextConditionedPrior):
         z = (x / self.vae.config.scaling_factor).to(self.weights_dtype)
         img = torch.cat([self.vae.decode(c).sample for c in self._chunks(z)])
         return ((img.float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1)
-
-    def eps_from_embeddings(self, x_t: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
-        """x_t (N, 4, h, w), t (N,), embeddings (N, L, D) -> eps (N, 4, h, w) (v-prediction converted)."""
-        dtype = self.weights_dtype
-        out = self.unet(x_t.to(dtype), t.to(x_t.device), encoder_hidden_states=embeddings.to(dtype)).sample.to(x_t.dtype)
-        if self.prediction_type == "v_prediction":
-            out = v_to_eps(out, x_t, self.alphas_cumprod.to(x_t.device)[t])
-        return out

@@ -1,9 +1,10 @@
 """The part Stable Diffusion and DeepFloyd IF share: a frozen UNet conditioned on text embeddings.
 
 `predict_noise` is written once here (one batched UNet forward on [cond, uncond]); each prior only
-says how one forward maps (x_t, t, embeddings) to eps, in `eps_from_embeddings`. Perp-Neg
-(models/guidance/cfg.py `guided_noise`) calls `eps_from_embeddings` directly with its own stack
-of embeddings. The speed and memory options of a diffusers UNet on CUDA live here too.
+loads its UNet and says how renders map into its space; one UNet forward (`unet_output`, also
+used on a LoRA copy of the UNet by VSD) and its conversion to eps (`eps_from_embeddings`) are
+written here too. Perp-Neg (models/guidance/cfg.py `guided_noise`) calls `eps_from_embeddings`
+directly with its own stack of embeddings. The speed and memory options of a diffusers UNet on CUDA live here too.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from models.priors.base import CameraBatchCondition, DiffusionPrior
+from models.priors.base import CameraBatchCondition, DiffusionPrior, v_to_eps
 
 
 @dataclass
@@ -38,8 +39,13 @@ class DiffusersUNetOptions:
 
 
 class TextConditionedPrior(DiffusionPrior):
+    """A frozen `unet` conditioned on text embeddings; `prediction_type` is its scheduler's
+    ('epsilon' or 'v_prediction')."""
+
     takes_text_embeddings = True
     weights_dtype: torch.dtype = torch.float32
+    prediction_type: str = "epsilon"
+    unet: nn.Module
 
     def _weights_dtype(self, options: DiffusersUNetOptions) -> torch.dtype:
         return torch.float16 if (options.half_precision_weights and torch.cuda.is_available()) else torch.float32
@@ -57,9 +63,22 @@ class TextConditionedPrior(DiffusionPrior):
                 unet = torch.compile(unet)
         return unet
 
+    def unet_output(self, unet: nn.Module, x_t: Tensor, t: Tensor, embeddings: Tensor, **unet_kwargs: Any) -> Tensor:
+        """The raw prediction (N, C, h, w) of `unet` (the prior's own, or a LoRA copy of it) for
+        x_t (N, C, h, w), t (N,) long and embeddings (N, L, D): one forward in the weights' dtype,
+        the learned-variance channels of IF-style UNets dropped. `unet_kwargs` pass through
+        (class_labels, cross_attention_kwargs)."""
+        dtype = self.weights_dtype
+        out = unet(x_t.to(dtype), t.to(x_t.device), encoder_hidden_states=embeddings.to(dtype), **unet_kwargs).sample
+        return out[:, : x_t.shape[1]].to(x_t.dtype)
+
     def eps_from_embeddings(self, x_t: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
-        """x_t (N, C, h, w), t (N,) long, embeddings (N, L, D) -> eps (N, C, h, w), one forward (each prior's own)."""
-        raise NotImplementedError
+        """x_t (N, C, h, w), t (N,) long, embeddings (N, L, D) -> eps (N, C, h, w), one forward
+        (v-prediction converted)."""
+        out = self.unet_output(self.unet, x_t, t, embeddings)
+        if self.prediction_type == "v_prediction":
+            out = v_to_eps(out, x_t, self.alphas_cumprod.to(x_t.device)[t])
+        return out
 
     @staticmethod
     def _expand(emb: Tensor, batch_size: int, key: str) -> Tensor:

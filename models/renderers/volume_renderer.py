@@ -12,16 +12,37 @@ total at its first sample (in float64, so long packed sums lose no precision).
 
 nerfacc's CUDA ray marching is not used even when nerfacc is installed; its OccGridEstimator
 can update the grid (backend 'nerfacc').
+
+Memory at high resolution (`grad_chunk_rays`). A training render keeps, for backward, every
+sample's network activations (hash-grid corners and weights, MLP hidden layers, the analytic
+normals' double-backward graph): that, not the image, is what grows with the resolution
+(threestudio needs ~30 GB at ProlificDreamer's 512^2). With `grad_chunk_rays` set, the samples
+are drawn for the whole image first (under no_grad, as always: the occupancy grid and the
+stratified jitter are outside the differentiable part), then the differentiable part (networks,
+material, compositing) runs one chunk of rays at a time inside activation checkpointing
+(torch.utils.checkpoint, non-reentrant). The forward keeps only each chunk's inputs and outputs;
+the backward re-runs one chunk's forward at a time and back-propagates through it, so the graph
+held at once is one chunk's. The gradients are the ordinary path's (the same samples, the same
+arithmetic per ray); the cost is about one extra forward of the networks per step. This is
+PyTorch's way of doing what is also written by hand as "render without autograd, then
+re-render chunk by chunk with autograd and back-propagate the image gradient".
+Outputs are the ordinary path's: per-ray images and the packed per-sample tensors. Randomness
+inside a chunk replays in its recomputation: checkpoint restores torch's RNG, and the renderer
+replays Python's `random` (the material's shading choice, one per render, as unchunked). A
+component drawing torch random numbers in its forward (none does) would draw them per chunk. The
+background is evaluated over the whole image, outside the chunks, as in the ordinary path.
 """
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from framework.interfaces import Background, Geometry, Material, Renderer
 from models.renderers.occupancy_grid import OccupancyGrid
@@ -43,6 +64,14 @@ class VolumeRendererConfig:
     normal_perturb_std: float = 0.01
     backend: str = "auto"  # occupancy grid: auto | torch | nerfacc
     max_candidates: int = 2**22  # candidate samples generated at once (bounds memory at high resolution)
+    grad_chunk_rays: Optional[int] = None
+    """Training renders: differentiate chunks of this many rays under activation checkpointing,
+    so the autograd graph held at once is one chunk's instead of the whole image's (e.g. 4096 for
+    ProlificDreamer's 512^2). Same outputs and gradients; costs about one extra network forward
+    per step. None: one graph over all rays (no recomputation). See the module docstring."""
+
+
+RAY_KEYS = ("comp_rgb_fg", "opacity", "depth", "comp_normal")  # the per-ray outputs of _render_rays
 
 
 def ray_box(rays_o: Tensor, rays_d: Tensor, radius: float) -> tuple[Tensor, Tensor]:
@@ -60,6 +89,8 @@ class VolumeRenderer(Renderer):
         self.cfg = cfg
         self.geometry, self.material, self.background = geometry, material, background
         self.radius = float(geometry.radius)
+        if cfg.grad_chunk_rays is not None and cfg.grad_chunk_rays < 1:
+            raise ValueError(f"grad_chunk_rays must be a positive number of rays or null, got {cfg.grad_chunk_rays}")
         self.step_size = math.sqrt(3.0) * 2.0 * self.radius / cfg.num_samples_per_ray
         self.grid = OccupancyGrid(
             self.radius,
@@ -112,17 +143,27 @@ class VolumeRenderer(Renderer):
         return transmittance * (1.0 - torch.exp(-tau))
 
     def _render_rays(self, rays_o: Tensor, rays_d: Tensor, light: Tensor) -> dict[str, Tensor]:
-        """Flat rays (R, 3) -> per-ray fg colour, opacity, depth, normal, plus packed samples."""
-        n_rays = rays_o.shape[0]
+        """Flat rays (R, 3), light (R, 3) -> per-ray fg colour, opacity, depth, normal, plus packed samples."""
         ray_idx, t = self.sample(rays_o, rays_d)
         dirs = rays_d[ray_idx]
         points = (rays_o[ray_idx] + t[:, None] * dirs).clamp(-self.radius, self.radius)
+        return self._shade(rays_o.shape[0], ray_idx, t, dirs, points, light[ray_idx])
+
+    def _shade(
+        self,
+        n_rays: int,
+        ray_idx: Tensor,  # (S,) long, sorted, in [0, n_rays)
+        t: Tensor,  # (S,) sample distances
+        dirs: Tensor,  # (S, 3) unit ray directions
+        points: Tensor,  # (S, 3) in the box
+        light: Tensor,  # (S, 3) light positions
+        jitter: Tensor | None = None,  # (S, 3) normal_perturb offsets; None: drawn here
+    ) -> dict[str, Tensor]:
+        """The differentiable part of a render: networks, material and compositing of packed samples."""
         need_normal = self.material.requires_normal or self.cfg.return_comp_normal
         geo = self.geometry(points, output_normal=need_normal)
         normal = geo.get("normal")
-        rgb = self.material(
-            features=geo["features"], viewdirs=dirs, positions=points, light_positions=light[ray_idx], shading_normal=normal
-        )
+        rgb = self.material(features=geo["features"], viewdirs=dirs, positions=points, light_positions=light, shading_normal=normal)
         weights = self.composite_weights(geo["density"][:, 0] * self.step_size, ray_idx, n_rays)
         w = weights[:, None]
 
@@ -140,8 +181,54 @@ class VolumeRenderer(Renderer):
             if normal is not None:
                 out["normal"] = normal
             if self.cfg.return_normal_perturb:
-                jitter = torch.randn_like(points) * self.cfg.normal_perturb_std
+                jitter = torch.randn_like(points) * self.cfg.normal_perturb_std if jitter is None else jitter
                 out["normal_perturb"] = self.geometry((points + jitter).clamp(-self.radius, self.radius), output_normal=True)["normal"]
+        return out
+
+    def _render_rays_checkpointed(self, rays_o: Tensor, rays_d: Tensor, light: Tensor) -> dict[str, Tensor]:
+        """_render_rays with the differentiable part run per chunk of `grad_chunk_rays` rays under
+        activation checkpointing. Flat rays (R, 3), light (R, 3) -> the same dict as _render_rays."""
+        n_rays, chunk = rays_o.shape[0], self.cfg.grad_chunk_rays
+        # Everything random or non-differentiable is drawn once for the whole image, in the ordinary
+        # path's order (stratified jitter, then normal_perturb offsets), so chunking changes no sample.
+        ray_idx, t = self.sample(rays_o, rays_d)
+        dirs = rays_d[ray_idx]
+        points = (rays_o[ray_idx] + t[:, None] * dirs).clamp(-self.radius, self.radius)
+        jitter = torch.randn_like(points) * self.cfg.normal_perturb_std if self.cfg.return_normal_perturb else None
+        starts = list(range(0, n_rays, chunk))
+        # samples are sorted by ray, so a chunk of rays owns one contiguous range of samples
+        bounds = torch.searchsorted(ray_idx, torch.tensor(starts + [n_rays], device=ray_idx.device)).tolist()
+        # Python's `random` (the material's shading choice, one per render) is not in the RNG state
+        # checkpoint restores: every chunk, and its recomputation, starts from the render's state
+        # so the whole image gets one choice, as in the ordinary path.
+        py_state, py_after = random.getstate(), [None]
+
+        def shade_chunk(s: int, e: int, ridx: Tensor, *tensors: Tensor) -> dict[str, Tensor]:
+            outer = random.getstate()
+            random.setstate(py_state)
+            try:
+                return self._shade(e - s, ridx, *tensors)
+            finally:
+                py_after[0] = random.getstate()
+                random.setstate(outer)  # a recomputation in backward leaves the caller's stream alone
+
+        chunks: list[tuple[int, int, dict[str, Tensor] | None]] = []
+        for i, s in enumerate(starts):
+            e, lo, hi = min(s + chunk, n_rays), bounds[i], bounds[i + 1]
+            if lo == hi:  # no samples (every ray misses or is pruned): nothing to run the networks on
+                chunks.append((s, e, None))
+                continue
+            part = (ray_idx[lo:hi] - s, t[lo:hi], dirs[lo:hi], points[lo:hi], light[ray_idx[lo:hi]])
+            part += () if jitter is None else (jitter[lo:hi],)
+            chunks.append((s, e, checkpoint(shade_chunk, s, e, *part, use_reentrant=False)))
+        ran = [c for _, _, c in chunks if c is not None]
+        if not ran:  # no sample in the whole image: the ordinary path's behaviour
+            return self._shade(n_rays, ray_idx, t, dirs, points, light[ray_idx], jitter)
+        random.setstate(py_after[0])  # as if the material had been called once
+        out = {k: torch.cat([c[k] for c in ran]) for k in ran[0] if k not in RAY_KEYS}
+        out["ray_indices"] = ray_idx  # the chunks' are chunk-local
+        for k in RAY_KEYS:  # an empty ray composites to 0 in every per-ray output
+            out[k] = torch.cat([c[k] if c is not None else ran[0][k].new_zeros(e - s, ran[0][k].shape[1]) for s, e, c in chunks])
         return out
 
     # ------------------------------------------------------------------ public
@@ -161,15 +248,17 @@ class VolumeRenderer(Renderer):
         B, H, W, _ = rays_o.shape
         flat_o, flat_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
         light = light_positions[:, None, :].expand(B, H * W, 3).reshape(-1, 3)
-        if self.training:
+        if self.training and self.cfg.grad_chunk_rays is not None:
+            out = self._render_rays_checkpointed(flat_o, flat_d, light)
+        elif self.training:
             out = self._render_rays(flat_o, flat_d, light)
         else:
             chunks = [
                 self._render_rays(flat_o[s : s + self.cfg.eval_chunk_size], flat_d[s : s + self.cfg.eval_chunk_size], light[s : s + self.cfg.eval_chunk_size])
                 for s in range(0, flat_o.shape[0], self.cfg.eval_chunk_size)
             ]
-            out = {k: torch.cat([c[k] for c in chunks]) for k in ("comp_rgb_fg", "opacity", "depth", "comp_normal")}
-        image = {k: out[k].reshape(B, H, W, -1) for k in ("comp_rgb_fg", "opacity", "depth", "comp_normal")}
+            out = {k: torch.cat([c[k] for c in chunks]) for k in RAY_KEYS}
+        image = {k: out[k].reshape(B, H, W, -1) for k in RAY_KEYS}
         bg = self.background_image(rays_d, bg_color)
         image["comp_rgb_bg"] = bg
         image["comp_rgb"] = image["comp_rgb_fg"] + (1.0 - image["opacity"]) * bg

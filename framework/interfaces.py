@@ -21,7 +21,7 @@ Images crossing module boundaries are float32 (B, H, W, C) in [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -142,6 +142,12 @@ class Guidance(Component):
     def forward(self, rgb: Tensor, condition: Any, batch: dict[str, Any]) -> dict[str, Tensor]:
         """rgb (B, H, W, 3) in [0, 1] with gradients -> {"loss_<name>": scalar, ...}"""
         raise NotImplementedError
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The guidance's own trainable parameters (VSD's LoRA copy and camera embedding); everything
+        else in it is frozen. The system trains these beside the 3D model and keeps them in its
+        checkpoints. Default: none."""
+        return iter(())
 
 
 class Evaluator:

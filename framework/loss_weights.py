@@ -3,6 +3,7 @@
 Every term a guidance or regulariser returns must have a weight, and every weight must name a
 term something can produce: both mistakes are configuration errors that name the key, raised
 before training starts where possible (DESIGN.md: unknown or missing weights are an error).
+A weight set to null is no weight at all (a config built on another method's drops its term so).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class LossWeights:
         producible = set(producible)
         self.schedules: dict[str, Schedule] = {}
         for key, spec in weights.items():
+            if spec is None:
+                continue  # null: no weight, e.g. a config built on another method's drops a term it has not
             if not key.startswith("lambda_"):
                 raise ConfigError(f"system.loss.{key}: loss weights are named lambda_<term>, e.g. lambda_sds")
             name = key[len("lambda_") :]

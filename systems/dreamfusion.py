@@ -48,6 +48,8 @@ class DreamFusion(BaseSystem):
         self.prompt_processor = instantiate(cfg.prompt_processor)
         self.guidance = instantiate(cfg.guidance)
         self.guidance.requires_grad_(False)
+        for param in self.guidance.trainable_parameters():  # VSD's LoRA copy trains with the 3D model
+            param.requires_grad_(True)
         self._evaluator = instantiate(cfg.evaluator) if cfg.evaluator is not None else None
         self.setup_losses()
 
@@ -95,14 +97,19 @@ class DreamFusion(BaseSystem):
 
         return mesh, albedo
 
-    # ---- checkpoints hold the 3D model, not the frozen prior ---------------------------------
+    # ---- checkpoints hold the 3D model (and the guidance's trainable part), not the frozen prior --
+    def trainable_guidance_keys(self) -> set[str]:
+        names = {id(p) for p in self.guidance.trainable_parameters()}
+        return {f"guidance.{n}" for n, p in self.guidance.named_parameters() if id(p) in names}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
+        keep = self.trainable_guidance_keys()
+        for key in [k for k in state if k.startswith(FROZEN_PREFIXES) and k not in keep]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
         for key, value in self.state_dict().items():
             if key.startswith(FROZEN_PREFIXES):
-                state[key] = value
+                state.setdefault(key, value)  # the frozen prior from itself; trained guidance weights from the file

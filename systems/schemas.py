@@ -18,6 +18,7 @@ from models.geometry.implicit_volume import ImplicitVolumeConfig
 from models.geometry.volume_grid import VolumeGridConfig
 from models.guidance.sds import SDSGuidanceConfig
 from models.guidance.sjc import SJCGuidanceConfig
+from models.guidance.vsd import VSDGuidanceConfig
 from models.materials.diffuse_with_point_light import DiffuseWithPointLightConfig
 from models.materials.no_material import NoMaterialConfig
 from models.priors.deepfloyd_if import DeepFloydIFPriorConfig
@@ -59,6 +60,7 @@ SCHEMAS = {
     "geometry/volume-grid": VolumeGridConfig,
     "background/textured": TexturedBackgroundConfig,
     "guidance/sjc": SJCGuidanceConfig,
+    "guidance/vsd": VSDGuidanceConfig,
     "geometry/tetrahedra-sdf-grid": DMTetConfig,
     "renderer/mesh": MeshRendererConfig,
     "system/magic3d-refine": Magic3DRefineConfig,

@@ -51,6 +51,8 @@ def test_method_composes_and_instantiates(method, tmp_path, request):
         tiny = request.getfixturevalue(TINY_PIPELINES[prior])
         overrides += ["system.prompt=a red cube", f"system.guidance.prior.pretrained_model_name_or_path={tiny}",
                       f"system.prompt_processor.cache_dir={tmp_path / 'text-cache'}"]
+        if OmegaConf.select(cfg, "system.guidance.lora_model_name_or_path"):  # VSD's second model
+            overrides.append(f"system.guidance.lora_model_name_or_path={tiny}")
     cfg = compose_method(method, overrides)
     assert missing_keys(cfg) == [], f"{method} leaves required values unset"
     for key in ("system.prompt", "trainer.max_steps", "seed"):

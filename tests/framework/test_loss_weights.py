@@ -25,3 +25,10 @@ def test_nan_loss_is_a_clear_error():
     lw = LossWeights({"lambda_sds": 1.0}, ["sds"])
     with pytest.raises(NonFiniteLossError, match="loss_sds"):
         lw.combine({"loss_sds": torch.tensor(float("nan"))}, 3)
+
+
+def test_a_null_weight_is_no_weight():
+    lw = LossWeights({"lambda_sds": None, "lambda_vsd": 1.0}, ["vsd", "lora"])  # loss_sds is nobody's term here
+    assert not lw.active("sds")
+    with pytest.raises(ConfigError, match="lambda_sds is not set"):
+        lw.combine({"loss_vsd": torch.tensor(1.0), "loss_sds": torch.tensor(1.0)}, 0)

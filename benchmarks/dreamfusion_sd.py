@@ -1,6 +1,8 @@
-"""dreamfusion-sd training speed and peak memory with a full-size Stable Diffusion 2.1-base.
+"""Training speed and peak memory of a Stable Diffusion method config (dreamfusion-sd by default,
+or --config prolificdreamer, ...) with a full-size Stable Diffusion 2.1-base.
 
-    .venv/bin/python benchmarks/dreamfusion_sd.py [--steps 50] [--warmup 10] [--folder DIR] [override ...]
+    .venv/bin/python benchmarks/dreamfusion_sd.py [--config dreamfusion-sd] [--steps 50] [--warmup 10] \
+        [--folder DIR] [override ...]
 
 The real weights can't be downloaded everywhere, and speed does not depend on weight values, so
 this builds the published SD-2.1-base UNet and VAE configurations with random weights, saves them
@@ -9,7 +11,9 @@ project's real loading code. The text embeddings are pre-filled in the embedding
 second real run, so the CLIP encoder is not needed. Then it builds the dreamfusion-sd system from
 its config (threestudio's defaults: 64² renders, 512 samples per ray, fp16 UNet on CUDA under
 16-mixed autocast) and times full training steps (render, VAE encode with gradients, UNet on
-[cond, uncond], backward, Adam) outside Lightning. Prints figures; asserts nothing.
+[cond, uncond], backward, Adam) outside Lightning. A VSD config with a second (LoRA) model gets a
+sibling folder with the same random weights and a v-prediction scheduler, as SD-2.1 is. Prints
+figures; asserts nothing.
 
 On a CPU one step takes tens of seconds: use --steps 2 --warmup 1 to check that it runs.
 """
@@ -86,6 +90,18 @@ def build_folder(folder: Path) -> Path:
     return folder
 
 
+def build_v_prediction_sibling(folder: Path) -> Path:
+    """The same UNet as `folder` with a v-prediction scheduler (SD-2.1's, for VSD's second model)."""
+    from diffusers import DDPMScheduler
+
+    sibling = folder.parent / f"{folder.name}-v"
+    sibling.mkdir(exist_ok=True)
+    if not (sibling / "unet").exists():
+        (sibling / "unet").symlink_to((folder / "unet").resolve())
+    DDPMScheduler(**dict(SCHEDULER, prediction_type="v_prediction")).save_pretrained(sibling / "scheduler")
+    return sibling
+
+
 def prefill_embeddings(cache_dir: Path, model_key: str, prompt: str, negative: str) -> None:
     cache = EmbeddingCache(str(cache_dir))
     g = torch.Generator().manual_seed(0)
@@ -95,6 +111,7 @@ def prefill_embeddings(cache_dir: Path, model_key: str, prompt: str, negative: s
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="dreamfusion-sd")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--folder", default=None, help="where to keep the random SD folder (reused if present)")
@@ -111,7 +128,10 @@ def main() -> None:
         *args.overrides,
     ]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(config_name="dreamfusion-sd", overrides=overrides)
+        cfg = compose(config_name=args.config, overrides=overrides)
+        if cfg.system.guidance.get("lora_model_name_or_path"):
+            sibling = build_v_prediction_sibling(folder)
+            cfg = compose(config_name=args.config, overrides=[*overrides, f"system.guidance.lora_model_name_or_path={sibling}"])
     key = text_model_key(StableDiffusionPromptProcessor.__name__, str(folder))
     prefill_embeddings(cache_dir, key, prompt, cfg.system.prompt_processor.negative_prompt)
 
@@ -162,8 +182,11 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"dreamfusion-sd, random full-size SD-2.1-base, {cfg.data.height}x{cfg.data.width} renders, batch "
+    lora = cfg.system.guidance.get("lora_model_name_or_path", "n/a")
+    chunk = cfg.system.renderer.get("grad_chunk_rays")
+    print(f"{args.config}, random full-size SD-2.1-base, {cfg.data.height}x{cfg.data.width} renders, batch "
           f"{cfg.data.batch_size}, {cfg.system.renderer.num_samples_per_ray} samples/ray, on {name}")
+    print(f"  guidance {cfg.system.guidance._target_.rsplit('.', 1)[-1]}, LoRA model {lora}, grad_chunk_rays {chunk}")
     print(f"  precision: {'16-mixed autocast, fp16 UNet/VAE' if mixed else 'fp32'}; prior loaded in {load_s:.1f} s")
     print(f"  training: {args.steps / elapsed:.2f} it/s ({1000 * elapsed / args.steps:.0f} ms/step) over "
           f"{args.steps} steps after {args.warmup} warm-up")

@@ -73,9 +73,13 @@ class DreamFusion(BaseSystem):
     def render(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         return self.renderer(batch["rays_o"], batch["rays_d"], batch["light_position"])
 
+    def guidance_input(self, out: dict[str, Tensor]) -> Tensor:
+        """The image (B, H, W, 3) the guidance sees: the render (ProlificDreamer's geometry stage: its normals)."""
+        return out["comp_rgb"]
+
     def guidance_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
         """The guidance's loss_<name> terms on the render; its diagnostics are logged."""
-        guidance_out = self.guidance(out["comp_rgb"], self.prompt_processor(), batch)
+        guidance_out = self.guidance(self.guidance_input(out), self.prompt_processor(), batch)
         for key, value in guidance_out.items():
             if not key.startswith("loss_"):
                 self.log(f"train/guidance_{key}", float(value), on_step=True, on_epoch=False)

@@ -42,17 +42,18 @@ class Magic3DRefineConfig(DreamFusionConfig):
     """Copy the coarse hash-grid encoding and feature network (needs the same pos_encoding and radius)."""
 
 
-def coarse_run_config(checkpoint: Path) -> tuple[Any, Path]:
-    """The composed config of the run that wrote `checkpoint` (<run>/ckpts/x.ckpt -> <run>/configs/parsed.yaml)."""
+def coarse_run_config(checkpoint: Path, earlier: str = "magic3d-coarse-toy") -> tuple[Any, Path]:
+    """The composed config of the run that wrote `checkpoint` (<run>/ckpts/x.ckpt -> <run>/configs/parsed.yaml).
+    `earlier` names the config of that run, for the messages."""
     if not checkpoint.is_file():
         raise ConfigError(
-            f"system.geometry_convert_from={checkpoint}: no such checkpoint. Give the coarse run's "
-            f"ckpts/last.ckpt, e.g. outputs/magic3d-coarse-toy/<tag>@<time>/ckpts/last.ckpt"
+            f"system.geometry_convert_from={checkpoint}: no such checkpoint. Give the {earlier} run's "
+            f"ckpts/last.ckpt, e.g. outputs/{earlier}/<tag>@<time>/ckpts/last.ckpt"
         )
     config_path = checkpoint.resolve().parent.parent / "configs" / "parsed.yaml"
     if not config_path.is_file():
         raise ConfigError(
-            f"system.geometry_convert_from={checkpoint}: the coarse run's config was expected next to it at "
+            f"system.geometry_convert_from={checkpoint}: the {earlier} run's config was expected next to it at "
             f"{config_path} (every run writes configs/parsed.yaml); was the checkpoint moved out of its run directory?"
         )
     return OmegaConf.load(config_path), config_path
@@ -69,6 +70,9 @@ def load_geometry(node: Any, checkpoint: Path) -> Geometry:
 
 class Magic3DRefine(DreamFusion):
     cfg: Magic3DRefineConfig
+    stage = "magic3d refine"
+    """This stage's name, and the config of the run it takes over (for messages)."""
+    earlier = "magic3d-coarse-toy"
 
     def regularisers(self) -> dict[str, Callable[[dict[str, Any]], Tensor]]:
         # the mesh regularisers act on the rasterized mesh, not on volume samples
@@ -82,8 +86,12 @@ class Magic3DRefine(DreamFusion):
         if source is None:
             print("magic3d refine: no coarse checkpoint given (system.geometry_convert_from); starting from the DMTet's own init")
             return
-        checkpoint = Path(source).expanduser()
-        coarse_cfg, config_path = coarse_run_config(checkpoint)
+        self.take_over_geometry(Path(source).expanduser())
+
+    def take_over_geometry(self, checkpoint: Path) -> None:
+        """The DMTet's SDF from the density of the geometry in `checkpoint` (an earlier run's), at
+        `geometry_convert_threshold`, with its texture networks if `geometry_convert_inherit_texture`."""
+        coarse_cfg, config_path = coarse_run_config(checkpoint, self.earlier)
         coarse = load_geometry(coarse_cfg.system.geometry, checkpoint)
         threshold = self.cfg.geometry_convert_threshold
         if threshold == "coarse":
@@ -94,12 +102,12 @@ class Magic3DRefine(DreamFusion):
             )
         except ValueError as err:
             raise ConfigError(
-                f"cannot start the refine stage from {checkpoint}: {err}. The refine's system.geometry.radius and "
-                f"pos_encoding must match the coarse run's ({config_path}), or set "
+                f"cannot start the {self.stage} stage from {checkpoint}: {err}. Its system.geometry.radius and "
+                f"pos_encoding must match the earlier run's ({config_path}), or set "
                 f"system.geometry_convert_inherit_texture=false"
             ) from err
         mesh = self.geometry.isosurface()
-        print(f"magic3d refine: DMTet initialised from {checkpoint} at density {used:.4g} "
+        print(f"{self.stage}: DMTet initialised from {checkpoint} at density {used:.4g} "
               f"({mesh.vertices.shape[0]} vertices, {mesh.n_faces} faces)")
 
     def export_mesh(self) -> tuple[Mesh, Callable[[Tensor], Tensor]]:

@@ -31,6 +31,7 @@ from models.renderers.mesh_renderer import MeshRendererConfig
 from models.renderers.volume_renderer import VolumeRendererConfig
 from systems.dreamfusion import DreamFusionConfig
 from systems.magic3d import Magic3DRefineConfig
+from systems.prolificdreamer import ProlificDreamerGeometryConfig, ProlificDreamerTextureConfig
 from systems.sjc import SJCConfig
 from models.priors.toy.training.train_text_prior import ToyTextPriorTrainingConfig
 from models.priors.toy.training.image_data import ToyImagesDataConfig
@@ -64,6 +65,8 @@ SCHEMAS = {
     "geometry/tetrahedra-sdf-grid": DMTetConfig,
     "renderer/mesh": MeshRendererConfig,
     "system/magic3d-refine": Magic3DRefineConfig,
+    "system/prolificdreamer-geometry": ProlificDreamerGeometryConfig,
+    "system/prolificdreamer-texture": ProlificDreamerTextureConfig,
     "data/toy-images": ToyImagesDataConfig,
     "system/train-toy-text-prior": ToyTextPriorTrainingConfig,
     "data/toy-view-pairs": ToyViewPairsDataConfig,

@@ -213,17 +213,37 @@ class DMTet(Geometry):
         if not (density > threshold).any():
             log.warning("DMTet init: no grid vertex has density above %.4g; the mesh is empty", threshold)
         if copy_network:
-            if abs(inner - self.radius) > 1e-6:
-                raise ValueError(f"copy_network needs the same radius (coarse {inner}, DMTet {self.radius}): the encoding normalises by it")
-            for name in ("encoding", "feature_network"):
-                src, dst = getattr(geometry, name, None), getattr(self, name)
-                if src is None or dst is None:
-                    raise ValueError(f"cannot inherit the texture: {name} missing on the {'coarse geometry' if src is None else 'DMTet'}")
-                try:
-                    dst.load_state_dict(src.state_dict())
-                except RuntimeError as err:
-                    raise ValueError(f"cannot copy {name} from the coarse geometry: configs differ ({err})") from err
+            self.copy_texture_networks(geometry)
         return threshold
+
+    @torch.no_grad()
+    def initialize_from_dmtet(self, other: "DMTet", copy_network: bool = True) -> None:
+        """Take over another DMTet's surface exactly: its SDF and vertex offsets (ProlificDreamer's
+        texture stage starts from its geometry stage so). The grids must be the same (radius,
+        resolution, deformation); copy_network also copies the texture networks."""
+        keys = ("radius", "isosurface_resolution", "isosurface_deformable_grid", "deformation_scale")
+        differ = [f"{k} {getattr(other.cfg, k)} vs {getattr(self.cfg, k)}" for k in keys if getattr(other.cfg, k) != getattr(self.cfg, k)]
+        if differ:
+            raise ValueError(f"the tetrahedral grids differ (source vs this DMTet: {'; '.join(differ)})")
+        self.sdf.data.copy_(other.sdf.to(self.sdf))
+        self.deformation.data.copy_(other.deformation.to(self.deformation))
+        if copy_network:
+            self.copy_texture_networks(other)
+
+    @torch.no_grad()
+    def copy_texture_networks(self, geometry: Geometry) -> None:
+        """Copy the hash-grid encoding and feature MLP of `geometry` (the same configs and radius needed)."""
+        source_radius = float(getattr(geometry, "radius", self.radius))
+        if abs(source_radius - self.radius) > 1e-6:
+            raise ValueError(f"copy_network needs the same radius (source {source_radius}, DMTet {self.radius}): the encoding normalises by it")
+        for name in ("encoding", "feature_network"):
+            src, dst = getattr(geometry, name, None), getattr(self, name)
+            if src is None or dst is None:
+                raise ValueError(f"cannot inherit the texture: {name} missing on the {'source geometry' if src is None else 'DMTet'}")
+            try:
+                dst.load_state_dict(src.state_dict())
+            except RuntimeError as err:
+                raise ValueError(f"cannot copy {name} from the source geometry: configs differ ({err})") from err
 
 
 def clean_level_set(sdf: Tensor, cfg: DMTetConfig) -> Tensor:

@@ -81,7 +81,7 @@ class MeshRenderer(Renderer):
         **kwargs: Any,
     ) -> dict[str, Any]:
         """-> comp_rgb, comp_rgb_fg, comp_rgb_bg (B, H, W, 3); opacity, depth (B, H, W, 1);
-        comp_normal (B, H, W, 3) in [0, 1] (black where empty); mesh (the rendered Mesh, for
+        comp_normal (B, H, W, 3) in [0, 1] (black where empty, antialiased); mesh (the rendered Mesh, for
         mesh regularisers); rast (B, H, W, 4). The rays give the image size and the background's
         view directions; the camera itself comes from c2w and fovy."""
         if c2w is None or fovy is None:
@@ -120,16 +120,19 @@ class MeshRenderer(Renderer):
             return values.new_zeros(B * H * W, values.shape[-1]).index_copy(0, idx, values).reshape(B, H, W, -1)
 
         mask = covered[..., None].to(v.dtype)
-        aa = r.antialias(torch.cat([scatter(rgb), mask], dim=-1), rast, pos_clip, faces)
-        fg, opacity = aa[..., :3], aa[..., 3:].clamp(0.0, 1.0)
+        # threestudio's visualisation of normals, as the volume renderer: (n + 1) / 2, black where empty;
+        # antialiased with the colour, so a guidance that sees the normals (ProlificDreamer's geometry
+        # stage) moves the silhouette too
+        normal_image = scatter((normal + 1.0) / 2.0)
+        aa = r.antialias(torch.cat([scatter(rgb), mask, normal_image], dim=-1), rast, pos_clip, faces)
+        fg, opacity, comp_normal = aa[..., :3], aa[..., 3:4].clamp(0.0, 1.0), aa[..., 4:]
         return {
             "comp_rgb": fg + (1.0 - opacity) * bg,
             "comp_rgb_fg": fg,
             "comp_rgb_bg": bg,
             "opacity": opacity,
             "depth": scatter(to_pts.norm(dim=-1, keepdim=True)),
-            # threestudio's visualisation, as the volume renderer: (n + 1) / 2, black where empty
-            "comp_normal": scatter((normal + 1.0) / 2.0),
+            "comp_normal": comp_normal,
             "mesh": mesh,
             "rast": rast,
         }

@@ -77,7 +77,14 @@ def _visible_triangles(pos: Tensor, faces: Tensor, H: int, W: int, chunk: int) -
         return winner
     flat = lambda t: t.reshape(B * F, *t.shape[2:])[sel]  # noqa: E731
     sx, sy, sz, area2 = flat(sx), flat(sy), flat(sz), flat(area2)
-    x0, y0 = flat(x0).long(), flat(y0).long()
+    x0, y0 = flat(x0), flat(y0)
+    # Edge functions in coordinates relative to each triangle's integer bounding-box corner: the
+    # shift is exact, and the constant term then multiplies small numbers. In absolute pixel
+    # coordinates it is a difference of products of size ~W^2, whose float32 rounding, divided by
+    # a sub-pixel triangle's area, misplaces edges by enough that pixel centres near a shared
+    # edge fall outside both triangles and see the surface behind (holes in fine meshes).
+    sx, sy = sx - x0[:, None], sy - y0[:, None]
+    x0, y0 = x0.long(), y0.long()
     bw = flat(x1).long() - x0 + 1
     bh = flat(y1).long() - y0 + 1
     # edge function of the edge opposite vertex k: e_k(p) = A_k x + B_k y + C_k, sum_k e_k = area2
@@ -110,10 +117,10 @@ def _visible_triangles(pos: Tensor, faces: Tensor, H: int, W: int, chunk: int) -
             k = idx[s0 : s0 + per]
             c = coef[k]
             for r0 in range(0, sh, band):
-                px = x0[k, None, None] + torch.arange(sw, device=pos.device)  # (n, 1, sw)
-                py = y0[k, None, None] + torch.arange(r0, min(sh, r0 + band), device=pos.device)[:, None]  # (n, h, 1)
-                inside = (px <= x1[k, None, None]) & (py <= y1[k, None, None])
-                fx, fy = px.to(c.dtype), py.to(c.dtype)
+                rx = torch.arange(sw, device=pos.device)  # (sw,) offsets from the triangle's corner
+                ry = torch.arange(r0, min(sh, r0 + band), device=pos.device)[:, None]  # (h, 1)
+                inside = (x0[k, None, None] + rx <= x1[k, None, None]) & (y0[k, None, None] + ry <= y1[k, None, None])
+                fx, fy = rx.to(c.dtype), ry.to(c.dtype)
                 depth = torch.zeros((), device=pos.device)
                 for j in range(3):  # screen-space barycentric of vertex j, then z/w by linearity
                     bj = c[:, 0, j, None, None] * fx + (c[:, 1, j, None, None] * fy + c[:, 2, j, None, None])

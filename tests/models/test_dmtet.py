@@ -121,3 +121,24 @@ def test_clean_level_set_fills_cavities_and_drops_floaters():
     assert torch.equal(cleaned[(r > 0.25) & (r < 0.75) & ~floater], sdf[(r > 0.25) & (r < 0.75) & ~floater])
     kept = clean_level_set(sdf, DMTetConfig(fill_cavities=False, min_component_fraction=0.0))
     assert torch.equal(kept, sdf)
+
+
+def test_init_from_another_dmtet_copies_its_surface_exactly():
+    torch.manual_seed(2)
+    source = make(n=16, shape_init_radius=0.4)
+    with torch.no_grad():
+        source.deformation.normal_(0, 0.5)
+        source.encoding.table.normal_(0, 0.1)
+    geo = make(n=16, fix_geometry=True)
+    geo.initialize_from_dmtet(source, copy_network=False)
+    assert torch.equal(geo.sdf, source.sdf) and torch.equal(geo.deformation, source.deformation)
+    assert torch.equal(geo.isosurface().vertices, source.isosurface().vertices.detach())
+    assert not torch.equal(geo.encoding.table, source.encoding.table)
+    geo.initialize_from_dmtet(source, copy_network=True)
+    assert torch.equal(geo.encoding.table, source.encoding.table)
+    assert not geo.sdf.requires_grad  # still frozen
+
+
+def test_init_from_a_dmtet_on_another_grid_names_the_difference():
+    with pytest.raises(ValueError, match="isosurface_resolution 16 vs 8"):
+        make(n=8).initialize_from_dmtet(make(n=16))

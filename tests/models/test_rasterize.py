@@ -104,6 +104,25 @@ def test_small_chunks_give_the_same_raster_and_triangles_behind_the_camera_are_d
     assert not (rt.rasterize(behind, faces, (40, 48))[..., 3] == faces.shape[0]).any()
 
 
+def test_a_fine_closed_mesh_has_no_holes():
+    """Many sub-pixel triangles per pixel (a DMTet at 128 seen at 64²): every pixel inside the silhouette
+    shows the front surface; none falls between two adjacent triangles onto the back of the sphere."""
+    import trimesh
+
+    mesh = trimesh.creation.icosphere(subdivisions=6, radius=0.4)  # 81920 faces
+    v = torch.tensor(mesh.vertices, dtype=torch.float32)
+    faces = torch.tensor(mesh.faces)
+    c2w, mvp = _camera(distance=1.6, fovy_deg=40.0)
+    rast = rt.rasterize(_to_clip(v.double(), mvp).float(), faces, (64, 64))
+    tid = rast[0, ..., 3].long() - 1
+    covered = tid >= 0
+    tri = v[faces[tid[covered]]]
+    normal = torch.nn.functional.normalize(torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1), dim=-1)
+    to_camera = torch.nn.functional.normalize(c2w[0, :3, 3].float() - tri.mean(1), dim=-1)
+    assert covered.sum() > 1000
+    assert ((normal * to_camera).sum(-1) < -0.2).sum() == 0  # back faces seen through a hole
+
+
 def test_row_zero_is_ndc_y_minus_one():
     pos = torch.tensor([[[-1.0, -1.0, 0, 1], [1.0, -1.0, 0, 1], [0.0, -0.5, 0, 1]]])  # bottom strip in NDC
     rast = rt.rasterize(pos, torch.tensor([[0, 1, 2]]), (16, 16))

@@ -49,6 +49,7 @@ class DeepFloydIFPrior(TextConditionedPrior):
         if scheduler.config.prediction_type != "epsilon":
             raise MissingWeightsError(f"{source.name!r}: IF stage I predicts epsilon; got {scheduler.config.prediction_type!r}")
         self.unet = self._prepare_unet(unet, cfg)
+        self.channels = int(unet.config.in_channels)  # of x (pixels); the UNet outputs 2x with the learned variance
         self.image_size = int(unet.config.sample_size)
         self.set_noise_schedule(scheduler.alphas_cumprod)
 

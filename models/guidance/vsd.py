@@ -45,9 +45,9 @@ from models.guidance.rule import (
     DistillationRuleConfig,
     check_weighting,
     detached_target_loss,
-    finite_clamped,
     sds_weight,
 )
+from models.guidance.sds import sds_gradient
 from models.priors.base import DiffusionPrior, diffuse, v_to_eps
 from models.priors.hf_loading import MissingWeightsError, ModelSource
 from models.priors.text_conditioned import TextConditionedPrior
@@ -196,7 +196,8 @@ class VSDGuidance(DistillationRule):
             z_t = diffuse(z, abar, noise)
             eps_pre = guided_noise(self.prior, z_t, t, condition, batch, self.guidance_scale)
             eps_est = self.estimated_noise(z_t, t, text, cameras)
-            grad = finite_clamped(sds_weight(abar, self.cfg.weighting).view(-1, 1, 1, 1) * (eps_pre - eps_est), self.grad_clip)
+            # SDS's gradient with the renders' own noise estimate in place of the injected noise
+            grad = sds_gradient(eps_pre, eps_est, sds_weight(abar, self.cfg.weighting), self.grad_clip)
         return {
             "loss_vsd": detached_target_loss(z, grad),
             "loss_lora": self.lora_loss(z.detach(), text, cameras),

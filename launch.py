@@ -28,12 +28,15 @@ def slug(text: str) -> str:
 
 
 def prompt_tag(*, _root_: DictConfig) -> str:
-    """The default run tag: the prompt as a directory name. Reads the prompt without resolving
-    it, so a missing prompt is reported by name in `run` instead of failing here."""
-    system = _root_._get_node("system")
-    if system is None or OmegaConf.is_missing(system, "prompt"):
-        return "no-prompt"
-    return slug(system.prompt)
+    """The default run tag: the prompt as a directory name, or for image-to-3D the picture's file name
+    (data.image_path's stem). Reads them without resolving, so a missing one is reported by name in
+    `run` instead of failing here."""
+    system, data = _root_._get_node("system"), _root_._get_node("data")
+    if system is not None and "prompt" in system:
+        return "no-prompt" if OmegaConf.is_missing(system, "prompt") else slug(system.prompt)
+    if data is not None and "image_path" in data and not OmegaConf.is_missing(data, "image_path"):
+        return slug(Path(str(data.image_path)).stem)
+    return "no-prompt"
 
 
 register_schemas()

@@ -79,6 +79,7 @@ class Material(Component):
         positions: Tensor,  # (N, 3)
         light_positions: Tensor,  # (N, 3)
         shading_normal: Tensor | None = None,  # (N, 3) unit
+        shading: str | None = None,  # force 'albedo' | 'textureless' | 'diffuse' (a reference view); None: its own choice
     ) -> Tensor:  # (N, 3) in [0, 1]
         raise NotImplementedError
 

@@ -19,9 +19,7 @@ from framework.config import instantiate
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.regularisers import REGULARISERS
 from models.geometry.surface_colour import rendered_surface_albedo
-
-FROZEN_PREFIXES = ("guidance.", "prompt_processor.")
-
+from systems.frozen_guidance import drop_frozen_weights, restore_frozen_weights
 
 @dataclass
 class DreamFusionConfig(BaseSystemConfig):
@@ -102,18 +100,8 @@ class DreamFusion(BaseSystem):
         return mesh, albedo
 
     # ---- checkpoints hold the 3D model (and the guidance's trainable part), not the frozen prior --
-    def trainable_guidance_keys(self) -> set[str]:
-        names = {id(p) for p in self.guidance.trainable_parameters()}
-        return {f"guidance.{n}" for n, p in self.guidance.named_parameters() if id(p) in names}
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        keep = self.trainable_guidance_keys()
-        for key in [k for k in state if k.startswith(FROZEN_PREFIXES) and k not in keep]:
-            del state[key]
+        drop_frozen_weights(self.guidance, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        for key, value in self.state_dict().items():
-            if key.startswith(FROZEN_PREFIXES):
-                state.setdefault(key, value)  # the frozen prior from itself; trained guidance weights from the file
+        restore_frozen_weights(self, checkpoint)

@@ -33,6 +33,7 @@ from systems.dreamfusion import DreamFusionConfig
 from systems.magic3d import Magic3DRefineConfig
 from systems.prolificdreamer import ProlificDreamerGeometryConfig, ProlificDreamerTextureConfig
 from systems.sjc import SJCConfig
+from systems.zero123 import Zero123Config
 from models.priors.toy.training.train_text_prior import ToyTextPriorTrainingConfig
 from models.priors.toy.training.image_data import ToyImagesDataConfig
 from models.priors.toy.training.view_pair_data import ToyViewPairsDataConfig
@@ -72,6 +73,7 @@ SCHEMAS = {
     "data/toy-view-pairs": ToyViewPairsDataConfig,
     "system/train-toy-view-prior": ToyViewPriorTrainingConfig,
     "prior/zero123": Zero123PriorConfig,
+    "system/zero123": Zero123Config,
 }
 
 

@@ -105,7 +105,7 @@ def test_prompt_reaches_every_part():
     cfg = compose_method("dreamfusion-toy", ["system.prompt=a blue torus"])
     assert cfg.system.prompt_processor.prompt == "a blue torus"
     assert cfg.system.guidance.prior.prompt == "a blue torus"
-    assert cfg.system.evaluator.prompt == "a blue torus"
+    assert cfg.system.evaluator.scene == "a blue torus"
     assert cfg.tag == "a_blue_torus"
     # the toy prior draws its exemplar cameras from the training camera ranges
     assert list(cfg.system.guidance.prior.elevation_range) == list(cfg.data.elevation_range)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from framework.config import ConfigError
 from framework.interfaces import Material
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "none": lambda x: x, "clamp": lambda x: x.clamp(0.0, 1.0)}
@@ -40,6 +41,9 @@ class DiffuseWithPointLightConfig:
     textureless_prob: float = 0.5
     albedo_activation: str = "sigmoid"
     soft_shading: bool = False  # Magic3D: random ambient/diffuse split (diffuse ~ U(0, 1), ambient = 1 - diffuse)
+    ambient_ratio_range: Optional[List[float]] = None
+    """Training only: ambient ratio r ~ U[lo, hi] per render, ambient = r, diffuse = 1 - r (threestudio's
+    zero123: [0.5, 1.0]); None: the configured light colours."""
 
 
 class DiffuseWithPointLight(Material):
@@ -49,6 +53,10 @@ class DiffuseWithPointLight(Material):
         super().__init__()
         self.cfg = cfg
         self.activation = get_activation(cfg.albedo_activation)
+        if cfg.ambient_ratio_range is not None:
+            lo, hi = (list(cfg.ambient_ratio_range) + [None, None])[:2]
+            if len(cfg.ambient_ratio_range) != 2 or not 0.0 <= lo <= hi <= 1.0:
+                raise ConfigError(f"material.ambient_ratio_range={list(cfg.ambient_ratio_range)}: give [lo, hi] with 0 <= lo <= hi <= 1")
         self.register_buffer("ambient", torch.tensor(list(cfg.ambient_light_color), dtype=torch.float32), persistent=False)
         self.register_buffer("diffuse", torch.tensor(list(cfg.diffuse_light_color), dtype=torch.float32), persistent=False)
         self.global_step = 0
@@ -85,6 +93,9 @@ class DiffuseWithPointLight(Material):
         if self.training and self.cfg.soft_shading:
             diffuse = torch.full_like(self.diffuse, random.random())
             ambient = 1.0 - diffuse
+        elif self.training and self.cfg.ambient_ratio_range is not None:
+            ambient = torch.full_like(self.ambient, random.uniform(*self.cfg.ambient_ratio_range))
+            diffuse = 1.0 - ambient
         else:
             diffuse, ambient = self.diffuse, self.ambient
         light_dir = F.normalize(light_positions - positions, dim=-1)

@@ -78,6 +78,7 @@ class MeshRenderer(Renderer):
         c2w: Tensor | None = None,  # (B, 4, 4) required
         fovy: Tensor | None = None,  # (B,) radians, required
         mesh: Mesh | None = None,  # render this mesh instead of geometry.isosurface()
+        shading: str | None = None,  # force the material's shading ('albedo' | 'textureless' | 'diffuse')
         **kwargs: Any,
     ) -> dict[str, Any]:
         """-> comp_rgb, comp_rgb_fg, comp_rgb_bg (B, H, W, 3); opacity, depth (B, H, W, 1);
@@ -112,7 +113,7 @@ class MeshRenderer(Renderer):
         features = self.geometry(pts, output_normal=False)["features"]
         rgb = self.material(
             features=features, viewdirs=F.normalize(to_pts, dim=-1), positions=pts,
-            light_positions=light_positions.to(v)[b_idx], shading_normal=normal,
+            light_positions=light_positions.to(v)[b_idx], shading_normal=normal, shading=shading,
         )
         idx = covered.reshape(-1).nonzero()[:, 0]
 

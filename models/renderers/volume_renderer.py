@@ -142,12 +142,12 @@ class VolumeRenderer(Renderer):
         transmittance = torch.exp(-exclusive).to(tau.dtype)
         return transmittance * (1.0 - torch.exp(-tau))
 
-    def _render_rays(self, rays_o: Tensor, rays_d: Tensor, light: Tensor) -> dict[str, Tensor]:
+    def _render_rays(self, rays_o: Tensor, rays_d: Tensor, light: Tensor, shading: str | None = None) -> dict[str, Tensor]:
         """Flat rays (R, 3), light (R, 3) -> per-ray fg colour, opacity, depth, normal, plus packed samples."""
         ray_idx, t = self.sample(rays_o, rays_d)
         dirs = rays_d[ray_idx]
         points = (rays_o[ray_idx] + t[:, None] * dirs).clamp(-self.radius, self.radius)
-        return self._shade(rays_o.shape[0], ray_idx, t, dirs, points, light[ray_idx])
+        return self._shade(rays_o.shape[0], ray_idx, t, dirs, points, light[ray_idx], shading=shading)
 
     def _shade(
         self,
@@ -158,12 +158,14 @@ class VolumeRenderer(Renderer):
         points: Tensor,  # (S, 3) in the box
         light: Tensor,  # (S, 3) light positions
         jitter: Tensor | None = None,  # (S, 3) normal_perturb offsets; None: drawn here
+        shading: str | None = None,  # forced material shading; None: the material's own choice
     ) -> dict[str, Tensor]:
         """The differentiable part of a render: networks, material and compositing of packed samples."""
         need_normal = self.material.requires_normal or self.cfg.return_comp_normal
         geo = self.geometry(points, output_normal=need_normal)
         normal = geo.get("normal")
-        rgb = self.material(features=geo["features"], viewdirs=dirs, positions=points, light_positions=light, shading_normal=normal)
+        rgb = self.material(features=geo["features"], viewdirs=dirs, positions=points, light_positions=light, shading_normal=normal,
+                            shading=shading)
         weights = self.composite_weights(geo["density"][:, 0] * self.step_size, ray_idx, n_rays)
         w = weights[:, None]
 
@@ -185,7 +187,7 @@ class VolumeRenderer(Renderer):
                 out["normal_perturb"] = self.geometry((points + jitter).clamp(-self.radius, self.radius), output_normal=True)["normal"]
         return out
 
-    def _render_rays_checkpointed(self, rays_o: Tensor, rays_d: Tensor, light: Tensor) -> dict[str, Tensor]:
+    def _render_rays_checkpointed(self, rays_o: Tensor, rays_d: Tensor, light: Tensor, shading: str | None = None) -> dict[str, Tensor]:
         """_render_rays with the differentiable part run per chunk of `grad_chunk_rays` rays under
         activation checkpointing. Flat rays (R, 3), light (R, 3) -> the same dict as _render_rays."""
         n_rays, chunk = rays_o.shape[0], self.cfg.grad_chunk_rays
@@ -207,7 +209,7 @@ class VolumeRenderer(Renderer):
             outer = random.getstate()
             random.setstate(py_state)
             try:
-                return self._shade(e - s, ridx, *tensors)
+                return self._shade(e - s, ridx, *tensors, shading=shading)
             finally:
                 py_after[0] = random.getstate()
                 random.setstate(outer)  # a recomputation in backward leaves the caller's stream alone
@@ -223,7 +225,7 @@ class VolumeRenderer(Renderer):
             chunks.append((s, e, checkpoint(shade_chunk, s, e, *part, use_reentrant=False)))
         ran = [c for _, _, c in chunks if c is not None]
         if not ran:  # no sample in the whole image: the ordinary path's behaviour
-            return self._shade(n_rays, ray_idx, t, dirs, points, light[ray_idx], jitter)
+            return self._shade(n_rays, ray_idx, t, dirs, points, light[ray_idx], jitter, shading=shading)
         random.setstate(py_after[0])  # as if the material had been called once
         out = {k: torch.cat([c[k] for c in ran]) for k in ran[0] if k not in RAY_KEYS}
         out["ray_indices"] = ray_idx  # the chunks' are chunk-local
@@ -238,6 +240,7 @@ class VolumeRenderer(Renderer):
         rays_d: Tensor,  # (B, H, W, 3) unit
         light_positions: Tensor,  # (B, 3)
         bg_color: Tensor | None = None,  # (B, H, W, 3) or (3,) or (B, 3)
+        shading: str | None = None,  # force the material's shading ('albedo' | 'textureless' | 'diffuse')
         **kwargs: Any,
     ) -> dict[str, Tensor]:
         """-> comp_rgb, comp_rgb_fg, comp_rgb_bg (B, H, W, C) (C = the material's channels, 3 for
@@ -249,12 +252,15 @@ class VolumeRenderer(Renderer):
         flat_o, flat_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
         light = light_positions[:, None, :].expand(B, H * W, 3).reshape(-1, 3)
         if self.training and self.cfg.grad_chunk_rays is not None:
-            out = self._render_rays_checkpointed(flat_o, flat_d, light)
+            out = self._render_rays_checkpointed(flat_o, flat_d, light, shading)
         elif self.training:
-            out = self._render_rays(flat_o, flat_d, light)
+            out = self._render_rays(flat_o, flat_d, light, shading)
         else:
             chunks = [
-                self._render_rays(flat_o[s : s + self.cfg.eval_chunk_size], flat_d[s : s + self.cfg.eval_chunk_size], light[s : s + self.cfg.eval_chunk_size])
+                self._render_rays(
+                    flat_o[s : s + self.cfg.eval_chunk_size], flat_d[s : s + self.cfg.eval_chunk_size],
+                    light[s : s + self.cfg.eval_chunk_size], shading,
+                )
                 for s in range(0, flat_o.shape[0], self.cfg.eval_chunk_size)
             ]
             out = {k: torch.cat([c[k] for c in chunks]) for k in RAY_KEYS}

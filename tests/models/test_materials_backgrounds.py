@@ -93,3 +93,31 @@ def test_spherical_harmonics_are_orthonormal():
     y = spherical_harmonics(d, 4)
     gram = (y.T @ y) / d.shape[0] * 4 * math.pi
     assert torch.allclose(gram, torch.eye(16, dtype=torch.float64), atol=0.03)
+
+
+def test_ambient_ratio_range_splits_ambient_and_diffuse():
+    import random
+
+    import pytest
+
+    from framework.config import ConfigError
+
+    normal, positions, albedo, features, camera = surface(32)
+    args = (features, None, positions, camera, normal)
+    mat = toy_material(ambient_only_steps=0, diffuse_prob=1.0, textureless_prob=0.0, ambient_ratio_range=[0.5, 1.0]).train()
+    random.seed(3)
+    rgb = mat(*args)
+    random.seed(3)
+    random.random(), random.random()  # the two shading draws (diffuse_prob, textureless_prob)
+    r = random.uniform(0.5, 1.0)
+    cos = (normal * F.normalize(camera - positions, dim=-1)).sum(-1, keepdim=True).clamp(min=0)
+    assert torch.allclose(rgb, albedo * (r + (1 - r) * cos), atol=1e-6)
+    assert torch.allclose(mat.eval()(*args), albedo * (0.4 + 0.6 * cos), atol=1e-6)  # evaluation: the configured lights
+    with pytest.raises(ConfigError, match="ambient_ratio_range"):
+        toy_material(ambient_ratio_range=[0.8, 0.5])
+
+
+def test_a_forced_shading_overrides_the_training_choice():
+    normal, positions, albedo, features, camera = surface(16)
+    mat = toy_material(ambient_only_steps=0, diffuse_prob=1.0, textureless_prob=0.0).train()
+    assert torch.allclose(mat(features, None, positions, camera, normal, shading="albedo"), albedo, atol=1e-6)

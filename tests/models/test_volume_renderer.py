@@ -115,3 +115,22 @@ def test_gradients_reach_geometry_and_training_outputs():
     assert out["normal"].shape == (s, 3) and out["t_dirs"].shape == (s, 3) and out["ray_indices"].shape == (s,)
     out["comp_rgb"].sum().backward()
     assert ren.geometry.sigma.grad.abs() > 0 and ren.geometry.feat.grad.abs().sum() > 0
+
+
+def test_forced_shading_reaches_the_material_on_every_path():
+    from models.materials.diffuse_with_point_light import DiffuseWithPointLight, DiffuseWithPointLightConfig
+
+    material = DiffuseWithPointLight(DiffuseWithPointLightConfig(ambient_only_steps=0, diffuse_prob=1.0, textureless_prob=0.0))
+    bg = SolidColorBackground(SolidColorBackgroundConfig(color=[0.2, 0.3, 0.4]))
+    o, d = rays([0.0, 0.2], batch=1)
+    light = torch.tensor([[-3.0, 0.0, 0.0]])
+    albedo_colour = torch.sigmoid(torch.tensor([0.5, -1.0, 2.0]))
+    for chunk in (None, 2):
+        renderer = VolumeRenderer(VolumeRendererConfig(num_samples_per_ray=256, randomized=False, grid_resolution=32,
+                                                       grid_prune=False, grad_chunk_rays=chunk),
+                                  geometry=Ball(), material=material, background=bg).train()
+        out = renderer(o, d, light, shading="albedo")
+        expected = albedo_colour * out["opacity"] + (1 - out["opacity"]) * torch.tensor([0.2, 0.3, 0.4])
+        assert torch.allclose(out["comp_rgb"], expected, atol=1e-5), chunk
+        shaded = renderer(o, d, light, shading="diffuse")["comp_rgb"]
+        assert not torch.allclose(shaded, out["comp_rgb"], atol=1e-3)

@@ -82,7 +82,7 @@ def test_evaluator_reads_the_export_with_obj_uv_convention(tmp_path):
     texture[:8] = RED
     texture[8:] = BLUE
     write_export(tmp_path, vertices, faces, uvs, texture)
-    ev = ToySceneEvaluator(ToySceneEvaluatorConfig(prompt="a red sphere on top of a blue sphere", grid_resolution=64, n_surface_samples=20_000))
+    ev = ToySceneEvaluator(ToySceneEvaluatorConfig(scene="a red sphere on top of a blue sphere", grid_resolution=64, n_surface_samples=20_000))
     s = ev.evaluate(str(tmp_path))
     assert s["iou"] > 0.95 and s["chamfer"] < 0.01
     assert s["colour_error"] < 0.01  # a flipped v would give ~0.4

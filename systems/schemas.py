@@ -9,6 +9,7 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from framework.data.random_camera import RandomCameraDataConfig
+from framework.data.single_image import SingleImageDataConfig
 from framework.run_config import RunConfig
 from models.backgrounds.neural_env_map import NeuralEnvironmentMapBackgroundConfig
 from models.backgrounds.solid_color import SolidColorBackgroundConfig
@@ -43,6 +44,7 @@ from models.priors.toy.training.train_view_prior import ToyViewPriorTrainingConf
 SCHEMAS = {
     "run": RunConfig,
     "data/random-camera": RandomCameraDataConfig,
+    "data/single-image": SingleImageDataConfig,
     "system/dreamfusion": DreamFusionConfig,
     "geometry/implicit-volume": ImplicitVolumeConfig,
     "material/diffuse-with-point-light": DiffuseWithPointLightConfig,

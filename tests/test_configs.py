@@ -96,7 +96,8 @@ def test_unknown_key_and_wrong_type_fail_while_composing():
     with pytest.raises((ConfigCompositionException, ConfigKeyError)):
         compose_method("dreamfusion-toy", ["system.geometry.radiuss=1"])
     with pytest.raises((ConfigCompositionException, ValidationError)):
-        compose_method("dreamfusion-toy", ["data.batch_size=two"])
+        # (batch_size, like height and width, is `Any` so it may be a scheduled list: the data checks it)
+        compose_method("dreamfusion-toy", ["data.eval_height=two"])
     with pytest.raises(ConfigCompositionException, match="implicit-volume"):
         compose_method("dreamfusion-toy", ["system/geometry=implicit-volum"])
 

@@ -9,6 +9,8 @@ All camera maths comes from `framework.cameras`.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from framework import cameras
+from framework.config import ConfigError
 
 LIGHT_STRATEGIES = ("dreamfusion", "magic3d", "headlight")
 
@@ -30,7 +33,10 @@ class RandomCameraDataConfig:
     width: Any = 64
     resolution_milestones: List[int] = field(default_factory=list)
     """Steps at which height/width move to their next list entry (threestudio's convention)."""
-    batch_size: int = 1
+    batch_size: Any = 1
+    """Views per training batch: an int, or a list used with `resolution_milestones` like height/width
+    (threestudio's zero123 config lowers it as the resolution grows). `Any` because OmegaConf has no
+    union of an int and a list; the dataset checks the value when it is built."""
     elevation_range: List[float] = field(default_factory=lambda: [-10.0, 90.0])
     azimuth_range: List[float] = field(default_factory=lambda: [-180.0, 180.0])
     camera_distance_range: List[float] = field(default_factory=lambda: [1.0, 1.5])
@@ -54,9 +60,33 @@ class RandomCameraDataConfig:
     """Seed of the camera sampler; None follows the global seed."""
 
 
-def _resolution_at(value: Any, milestones: List[int], step: int) -> int:
-    if isinstance(value, int):
-        return value
+def _is_int(value: Any) -> bool:
+    """Python, numpy or torch-item integers (callers pass counts computed with numpy); not bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_scheduled(value: Any, milestones: List[int], key: str) -> None:
+    """ConfigError unless `value` is an int or a list of len(milestones) + 1 ints (threestudio's
+    convention for height, width and batch_size), so a bad schedule fails when the data is built,
+    not at the first milestone."""
+    if _is_int(value):
+        return
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        values = list(value)
+        if all(_is_int(v) for v in values):
+            if len(values) == len(milestones) + 1:
+                return
+            raise ConfigError(
+                f"{key} lists need len(resolution_milestones) + 1 entries, got {key}={values} and "
+                f"resolution_milestones={list(milestones)}"
+            )
+    raise ConfigError(f"{key} must be an int or a list of ints (one per resolution_milestones stage), got {value!r}")
+
+
+def value_at_step(value: Any, milestones: List[int], step: int) -> int:
+    """An int as it is; from a list, entry i once `step` has reached milestones[i - 1]."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
     values = list(value)
     if len(values) != len(milestones) + 1:
         raise ValueError(f"height/width lists need len(resolution_milestones) + 1 entries, got {values} and {milestones}")
@@ -70,6 +100,8 @@ class RandomCameraIterableDataset(IterableDataset):
     def __init__(self, cfg: RandomCameraDataConfig):
         if cfg.light_sample_strategy not in LIGHT_STRATEGIES:
             raise ValueError(f"light_sample_strategy {cfg.light_sample_strategy!r} is not one of {LIGHT_STRATEGIES}")
+        for key in ("height", "width", "batch_size"):
+            check_scheduled(getattr(cfg, key), cfg.resolution_milestones, key)
         self.cfg = cfg
         self.step = 0
         self.generator = torch.Generator()
@@ -89,9 +121,10 @@ class RandomCameraIterableDataset(IterableDataset):
         return torch.rand(n, generator=self.generator) * (high - low) + low
 
     def sample(self) -> dict[str, Any]:
-        cfg, n = self.cfg, self.cfg.batch_size
-        height = _resolution_at(cfg.height, cfg.resolution_milestones, self.step)
-        width = _resolution_at(cfg.width, cfg.resolution_milestones, self.step)
+        cfg = self.cfg
+        n = value_at_step(cfg.batch_size, cfg.resolution_milestones, self.step)
+        height = value_at_step(cfg.height, cfg.resolution_milestones, self.step)
+        width = value_at_step(cfg.width, cfg.resolution_milestones, self.step)
         elevation = self._sample_elevation(n)
         azimuth = self._sample_azimuth(n)
         distance = self._uniform(n, *cfg.camera_distance_range)

@@ -1,9 +1,11 @@
 """Camera convention (DESIGN.md): +z up, azimuth 0 on +x, OpenGL camera looking down -z."""
 import math
 
+import pytest
 import torch
 
 from framework import cameras
+from framework.config import ConfigError
 from framework.data.random_camera import RandomCameraDataConfig, RandomCameraIterableDataset
 
 
@@ -59,6 +61,19 @@ def test_resolution_milestones():
     assert data.sample()["rays_o"].shape[1] == 8
     data.update_step(10)
     assert data.sample()["rays_o"].shape[1] == 16
+
+
+def test_random_camera_batch_size_int_or_checked_list():
+    cfg = RandomCameraDataConfig(height=4, width=4, batch_size=[2, 5], resolution_milestones=[3], seed=0)
+    data = RandomCameraIterableDataset(cfg)
+    assert data.sample()["c2w"].shape[0] == 2
+    data.update_step(3)
+    assert data.sample()["c2w"].shape[0] == 5
+    assert RandomCameraIterableDataset(RandomCameraDataConfig(batch_size=3, seed=0)).sample()["c2w"].shape[0] == 3
+    with pytest.raises(ConfigError, match="batch_size must be an int"):
+        RandomCameraIterableDataset(RandomCameraDataConfig(batch_size="two"))
+    with pytest.raises(ConfigError, match="batch_size lists need"):
+        RandomCameraIterableDataset(RandomCameraDataConfig(batch_size=[2, 5]))
 
 
 def test_turntable_is_evenly_spaced():

@@ -19,6 +19,7 @@ from models.geometry.volume_grid import VolumeGridConfig
 from models.guidance.sds import SDSGuidanceConfig
 from models.guidance.sjc import SJCGuidanceConfig
 from models.guidance.vsd import VSDGuidanceConfig
+from models.guidance.zero123 import Zero123GuidanceConfig
 from models.materials.diffuse_with_point_light import DiffuseWithPointLightConfig
 from models.materials.no_material import NoMaterialConfig
 from models.priors.deepfloyd_if import DeepFloydIFPriorConfig
@@ -72,6 +73,7 @@ SCHEMAS = {
     "data/toy-view-pairs": ToyViewPairsDataConfig,
     "system/train-toy-view-prior": ToyViewPriorTrainingConfig,
     "prior/zero123": Zero123PriorConfig,
+    "guidance/zero123": Zero123GuidanceConfig,
 }
 
 

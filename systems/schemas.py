@@ -20,6 +20,7 @@ from models.geometry.volume_grid import VolumeGridConfig
 from models.guidance.sds import SDSGuidanceConfig
 from models.guidance.sjc import SJCGuidanceConfig
 from models.guidance.vsd import VSDGuidanceConfig
+from models.guidance.zero123 import Zero123GuidanceConfig
 from models.materials.diffuse_with_point_light import DiffuseWithPointLightConfig
 from models.materials.no_material import NoMaterialConfig
 from models.priors.deepfloyd_if import DeepFloydIFPriorConfig
@@ -76,6 +77,7 @@ SCHEMAS = {
     "system/train-toy-view-prior": ToyViewPriorTrainingConfig,
     "prior/zero123": Zero123PriorConfig,
     "system/zero123": Zero123Config,
+    "guidance/zero123": Zero123GuidanceConfig,
 }
 
 

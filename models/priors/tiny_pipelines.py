@@ -1,4 +1,4 @@
-"""Tiny randomly initialised Stable Diffusion and DeepFloyd IF folders, of the real classes.
+"""Tiny randomly initialised Stable Diffusion, DeepFloyd IF and Zero-1-to-3 folders, of the real classes.
 
 The real weights can't be fetched on machines without network access (this project's CI), but
 the code that loads and runs them must still be exercised. These builders write folders in
@@ -10,6 +10,9 @@ a user can smoke-test an install without weights:
     python -m models.priors.tiny_pipelines sd /tmp/tiny-sd
     python launch.py --config-name dreamfusion-sd system.prompt="a red cube" trainer.max_steps=2 \
         system.guidance.prior.pretrained_model_name_or_path=/tmp/tiny-sd system.geometry.isosurface_threshold=auto
+
+(`zero123` / `stable-zero123` write a Zero-1-to-3 folder, for `system.guidance.prior.pretrained_model_name_or_path`
+of the zero123 guidance options, with `system.guidance.prior.pose_convention` set to match.)
 
 Outputs of such a run are noise, by construction.
 """
@@ -168,11 +171,102 @@ def save_tiny_deepfloyd_if(root: str | Path, seed: int = 0) -> Path:
     return root
 
 
+def save_tiny_zero123(
+    root: str | Path, pose_convention: str = "zero123", seed: int = 0, projection: str = "cc_projection"
+) -> Path:
+    """A Zero-1-to-3-style folder in latent space like the real model: an 8-input-channel UNet on 4² latents
+    (noisy latent + the reference view's latent), a VAE that downsamples 8x (32² images, as 256² -> 32² for the
+    real one), a CLIP vision encoder with projection, the pose projection, a DDPM epsilon schedule with
+    Zero-1-to-3's betas (scaled-linear 0.00085-0.012), and a CLIPImageProcessor with CLIP's statistics.
+
+    `projection`: "cc_projection" writes the community Zero1to3StableDiffusionPipeline layout (kxic/zero123-xl);
+    "clip_camera_projection" DreamGaussian's Zero123Pipeline layout (ashawkey/*-diffusers). Stable Zero123 has
+    the same parts as zero123-xl; only its pose vector differs, so `pose_convention` changes no weight: it is
+    written into model_index.json as "pose_convention", which Zero123Prior checks against its config (the
+    published folders carry no such entry; there the config alone decides).
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from models.priors.zero123 import CLIP_MEAN, CLIP_STD, PROJECTION_LAYOUTS, check_pose_convention
+
+    check_pose_convention(pose_convention)
+    if projection not in PROJECTION_LAYOUTS:
+        raise ValueError(f"projection {projection!r} is not one of {list(PROJECTION_LAYOUTS)}")
+    root = Path(root)
+    torch.manual_seed(seed)
+    width, image_size, latent_size = 32, 32, 4  # cross-attention width = CLIP projection width, as 768 in the real one
+    UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=8,  # noisy latent (4) + the reference view's latent (4), Zero-1-to-3's channel concatenation
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=width,
+        attention_head_dim=2,
+        norm_num_groups=8,
+    ).save_pretrained(root / "unet")
+    AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8),  # four blocks: 8x down, as Stable Diffusion 1.x's VAE
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=image_size,
+    ).save_pretrained(root / "vae")
+    CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            image_size=image_size,
+            patch_size=8,
+            hidden_size=width,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            projection_dim=width,
+        )
+    ).save_pretrained(root / "image_encoder")
+    if projection == "cc_projection":
+        projector = PROJECTION_LAYOUTS[projection](in_features=width + 4, out_features=width)
+    else:
+        projector = PROJECTION_LAYOUTS[projection](embedding_dim=width, additional_embeddings=4)
+    projector.save_pretrained(root / projection)
+    DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="epsilon", clip_sample=False
+    ).save_pretrained(root / "scheduler")
+    CLIPImageProcessor(
+        do_resize=True, size={"shortest_edge": image_size}, do_center_crop=True,
+        crop_size={"height": image_size, "width": image_size}, do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD,
+    ).save_pretrained(root / "feature_extractor")
+    pipeline = "Zero1to3StableDiffusionPipeline" if projection == "cc_projection" else "Zero123Pipeline"
+    projection_class = "CCProjection" if projection == "cc_projection" else "CLIPCameraProjection"
+    write_model_index(
+        root,
+        pipeline,
+        {
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "vae": ("diffusers", "AutoencoderKL"),
+            "image_encoder": ("transformers", "CLIPVisionModelWithProjection"),
+            projection: ("models.priors.zero123", projection_class),
+            "scheduler": ("diffusers", "DDPMScheduler"),
+            "feature_extractor": ("transformers", "CLIPImageProcessor"),
+            "requires_safety_checker": False,
+            "pose_convention": pose_convention,
+        },
+    )
+    return root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["sd", "if"])
+    parser.add_argument("kind", choices=["sd", "if", "zero123", "stable-zero123"])
     parser.add_argument("folder")
     args = parser.parse_args()
+    if args.kind in ("zero123", "stable-zero123"):
+        print(save_tiny_zero123(args.folder, pose_convention=args.kind))
+        return
     builder = save_tiny_stable_diffusion if args.kind == "sd" else save_tiny_deepfloyd_if
     print(builder(args.folder))
 

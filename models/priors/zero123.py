@@ -4,18 +4,28 @@ Zero-1-to-3 (Liu et al. 2023) conditions the UNet on the reference (cond) view t
   - channel concatenation: UNet input = [x_t, c_concat], c_concat = the cond view in the prior's space
     (latent space: vae.encode(2 rgb - 1).latent_dist.mode(), unscaled, as the real model; pixel space:
     2 resize(rgb) - 1);
-  - one cross-attention token = cc_projection(concat(CLIP image embedding of the cond view, T)), with
-    T = [radians(delta polar), sin(delta azimuth), cos(delta azimuth), delta distance] (target minus
-    cond; polar = 90 - elevation, so delta polar = cond elevation - target elevation;
-    `relative_pose` below).
+  - one cross-attention token = cc_projection(concat(CLIP image embedding of the cond view, T)), with T the
+    4-vector of the camera change (`relative_pose` below; two conventions, `pose_convention`):
+      zero123         T = [radians(delta polar), sin(delta azimuth), cos(delta azimuth), delta distance]
+      stable-zero123  T = [radians(delta polar), sin(delta azimuth), cos(delta azimuth), radians(cond polar)]
+    (deltas are target minus cond; polar = 90 - elevation, so delta polar = cond elevation - target elevation).
 The unconditional branch of classifier-free guidance is zeros for both (threestudio's zero123 guidance).
 
-A folder in the community Zero1to3StableDiffusionPipeline's diffusers layout is loaded through
-ModelSource (unet/, image_encoder/, cc_projection/, scheduler/, optional feature_extractor/ and vae/).
+A folder in a Zero-1-to-3 diffusers layout is loaded through ModelSource: unet/, image_encoder/, scheduler/,
+optional feature_extractor/ and vae/, and the pose projection in one of the two published layouts:
+  - cc_projection/ (the community Zero1to3StableDiffusionPipeline, e.g. kxic/zero123-xl; `CCProjection`);
+  - clip_camera_projection/ (DreamGaussian's Zero123Pipeline, e.g. ashawkey/zero123-xl-diffusers and
+    ashawkey/stable-zero123-diffusers; `CLIPCameraProjection`).
 With vae/ the prior works in latent space like the real model (x = 0.18215 vae latent); without it in
 pixel space at unet.config.sample_size (the toy view prior, models/priors/toy/view_prior.py).
 The image encoder's input is the cond view resized to image_encoder.config.image_size and normalised
 with feature_extractor's image_mean / image_std (CLIP's statistics when the folder has none).
+
+Which pose convention a folder was trained with is not recorded in the published folders (both layouts
+hold zero123-xl and Stable Zero123 alike), so the config field `pose_convention` decides. A folder may
+declare it in model_index.json as "pose_convention" (this project's tiny test folders do,
+models/priors/tiny_pipelines.py); a declared convention that differs from the config's is an error,
+since the wrong T gives plausible-looking but wrong views rather than a crash.
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
+from framework.config import ConfigError
 from models.priors.base import DiffusionPrior
 from models.priors.hf_loading import MissingWeightsError, ModelSource, load_errors
 from models.priors.text_conditioned import DiffusersUNetOptions
@@ -37,6 +48,8 @@ from models.priors.text_conditioned import DiffusersUNetOptions
 VAE_SCALE = 0.18215  # Stable Diffusion 1.x latent scale, used by Zero-1-to-3
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+POSE_CONVENTIONS = ("zero123", "stable-zero123")
+POSE_CONVENTION_KEY = "system.guidance.prior.pose_convention"
 
 
 class CCProjection(ModelMixin, ConfigMixin):
@@ -52,6 +65,24 @@ class CCProjection(ModelMixin, ConfigMixin):
         return self.projection(x)
 
 
+class CLIPCameraProjection(ModelMixin, ConfigMixin):
+    """The same linear layer in DreamGaussian's Zero123Pipeline layout (clip_camera_projection/): its config
+    names the widths embedding_dim (D) and additional_embeddings (4); its weights are `proj.*`."""
+
+    @register_to_config
+    def __init__(self, embedding_dim: int = 768, additional_embeddings: int = 4):
+        super().__init__()
+        self.proj = nn.Linear(embedding_dim + additional_embeddings, embedding_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., D + 4) -> (..., D)."""
+        return self.proj(x)
+
+
+# The pose projection's subfolder -> its class, in the order a folder's model_index.json is searched.
+PROJECTION_LAYOUTS: dict[str, type] = {"cc_projection": CCProjection, "clip_camera_projection": CLIPCameraProjection}
+
+
 def encoder_pixels(rgb: Tensor, size: int, mean: Tensor, std: Tensor) -> Tensor:
     """rgb (B, 3, H, W) in [0, 1] -> the image encoder's pixel_values (B, 3, size, size), differentiable."""
     x = F.interpolate(rgb, (size, size), mode="bilinear", align_corners=False, antialias=rgb.shape[-1] > size)
@@ -64,21 +95,43 @@ def condition_tokens(image_encoder: nn.Module, cc_projection: nn.Module, pixel_v
     return cc_projection(torch.cat([embeds, pose.to(embeds)], dim=-1))[:, None, :]
 
 
+def check_pose_convention(convention: str) -> None:
+    if convention not in POSE_CONVENTIONS:
+        raise ConfigError(f"{POSE_CONVENTION_KEY}={convention!r} is not one of {POSE_CONVENTIONS}")
+
+
 def relative_pose(
     cond_elevation: Tensor, cond_azimuth: Tensor, cond_distance: Tensor,  # (B,) degrees, degrees, world units
     target_elevation: Tensor, target_azimuth: Tensor, target_distance: Tensor,  # (B,)
+    convention: str = "zero123",
 ) -> Tensor:
-    """-> T (B, 4) = [radians(delta polar), sin(delta azimuth), cos(delta azimuth), delta distance], target minus cond.
+    """-> T (B, 4), the camera change from the cond view to the target view, in `convention`:
 
-    Zero-1-to-3 (Liu et al. 2023, Sec. 3.2) measures the polar angle from the +z pole, polar = 90 - elevation,
-    so delta polar = cond elevation - target elevation (as threestudio's zero123 guidance computes it).
+        zero123:         [radians(delta polar), sin(delta azimuth), cos(delta azimuth), delta distance]
+        stable-zero123:  [radians(delta polar), sin(delta azimuth), cos(delta azimuth), radians(90 - cond elevation)]
+
+    Deltas are target minus cond. Zero-1-to-3 (Liu et al. 2023, Sec. 3.2) measures the polar angle from the
+    +z pole, polar = 90 - elevation, so delta polar = (90 - target el) - (90 - cond el) = cond el - target el.
+    threestudio's zero123_guidance.py and stable_zero123_guidance.py (`get_cond`) write the first three
+    entries identically (deg2rad((90 - elevation) - (90 - cond_elevation_deg)), sin / cos of
+    deg2rad(azimuth - cond_azimuth_deg)); Stable Zero123 replaces the distance change by the cond view's
+    absolute polar angle, deg2rad(90 - cond_elevation_deg): it is told the elevation of the input view, the
+    ambiguity the original model had to guess. Azimuth enters only through sin / cos, so any two azimuths
+    that differ by a multiple of 360 degrees give the same T (cond 170, target -170 is a change of +20).
     """
+    check_pose_convention(convention)
     d_polar = torch.deg2rad(cond_elevation - target_elevation)
     d_az = torch.deg2rad(target_azimuth - cond_azimuth)
-    return torch.stack([d_polar, torch.sin(d_az), torch.cos(d_az), target_distance - cond_distance], dim=-1)
+    if convention == "zero123":
+        last = target_distance - cond_distance
+    else:
+        last = torch.deg2rad(90.0 - cond_elevation)
+    return torch.stack([d_polar, torch.sin(d_az), torch.cos(d_az), last], dim=-1)
 
 
-def pose_from_cameras(cond: dict[str, Any], batch: dict[str, Any], n: int, device: torch.device) -> Tensor:
+def pose_from_cameras(
+    cond: dict[str, Any], batch: dict[str, Any], n: int, device: torch.device, convention: str = "zero123"
+) -> Tensor:
     """Cond camera (floats, degrees / world units) and the batch's target cameras ((B,) or (1,)) -> T (n, 4)."""
     def rows(value: Any) -> Tensor:
         return torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1).expand(n)
@@ -89,6 +142,7 @@ def pose_from_cameras(cond: dict[str, Any], batch: dict[str, Any], n: int, devic
     return relative_pose(
         rows(cond["elevation"]), rows(cond["azimuth"]), rows(cond["distance"]),
         rows(batch["elevation"]), rows(batch["azimuth"]), rows(batch["distance"]),
+        convention,
     )
 
 
@@ -96,7 +150,10 @@ def pose_from_cameras(cond: dict[str, Any], batch: dict[str, Any], n: int, devic
 class Zero123PriorConfig(DiffusersUNetOptions):
     _target_: str = "models.priors.zero123.Zero123Prior"
     pretrained_model_name_or_path: str = "models/priors/toy/weights/toy-view-prior"
-    """A local folder (or hub id) in the Zero1to3StableDiffusionPipeline layout; default: the trained toy prior."""
+    """A local folder (or hub id) in a Zero-1-to-3 diffusers layout (above); default: the trained toy prior."""
+    pose_convention: str = "zero123"
+    """The pose vector T the weights were trained with: 'zero123' (zero123 / zero123-xl, the toy view prior)
+    or 'stable-zero123' (Stable Zero123: last entry the cond view's polar angle instead of the distance change)."""
 
 
 class Zero123Prior(DiffusionPrior):
@@ -108,21 +165,33 @@ class Zero123Prior(DiffusionPrior):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+        check_pose_convention(cfg.pose_convention)  # before any file is read: a typo fails at once
+        self.pose_convention = cfg.pose_convention
         source = ModelSource(
             cfg.pretrained_model_name_or_path,
             what="Zero-1-to-3",
             config_key="system.guidance.prior.pretrained_model_name_or_path",
-            subfolders=["unet", "image_encoder", "cc_projection", "scheduler"],
+            subfolders=["unet", "image_encoder", "cc_projection (or clip_camera_projection)", "scheduler"],
             local_files_only=cfg.local_files_only,
         )
         index = self._model_index(source)
+        declared = index.get("pose_convention")
+        if declared is not None and declared != cfg.pose_convention:
+            raise ConfigError(
+                f"{source.name!r} declares pose_convention {declared!r} in its model_index.json but the config "
+                f"asks for {cfg.pose_convention!r}; set {POSE_CONVENTION_KEY}={declared}"
+            )
+        projection = next((name for name in PROJECTION_LAYOUTS if name in index), None)
+        if projection is None:
+            raise source.missing(f"model_index.json lists neither of {list(PROJECTION_LAYOUTS)}")
         self.weights_dtype = torch.float16 if (cfg.half_precision_weights and torch.cuda.is_available()) else torch.float32
         scheduler = source.load(DDPMScheduler, "scheduler")
         if scheduler.config.prediction_type != "epsilon":
             raise MissingWeightsError(f"{source.name!r}: Zero-1-to-3 predicts epsilon; got {scheduler.config.prediction_type!r}")
         self.unet = source.load(UNet2DConditionModel, "unet", torch_dtype=self.weights_dtype, variant=cfg.variant)
         self.image_encoder = source.load(CLIPVisionModelWithProjection, "image_encoder", torch_dtype=self.weights_dtype)
-        self.cc_projection = source.load(CCProjection, "cc_projection", torch_dtype=self.weights_dtype)
+        # either layout's linear layer, called the same way: (B, E + 4) -> (B, D)
+        self.cc_projection = source.load(PROJECTION_LAYOUTS[projection], projection, torch_dtype=self.weights_dtype)
         self.vae = source.load(AutoencoderKL, "vae", torch_dtype=self.weights_dtype) if "vae" in index else None
         mean, std = CLIP_MEAN, CLIP_STD
         if "feature_extractor" in index:
@@ -242,7 +311,10 @@ class Zero123Prior(DiffusionPrior):
                 condition["T"] = pose
         b, dtype = x_t.shape[0], self.weights_dtype
         pose = condition.get("T")
-        pose = pose_from_cameras(condition, batch, b, x_t.device) if pose is None else pose.to(x_t.device).float()
+        if pose is None:
+            pose = pose_from_cameras(condition, batch, b, x_t.device, self.pose_convention)
+        else:
+            pose = pose.to(x_t.device).float()
         embeds = condition["image_embeds"].to(x_t.device).expand(b, -1)
         tokens = self.cc_projection(torch.cat([embeds, pose.to(embeds.dtype)], dim=-1).to(dtype))[:, None, :]
         c_concat = condition["c_concat"].to(x_t.device, dtype).expand(b, -1, -1, -1)

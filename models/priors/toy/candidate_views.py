@@ -1,0 +1,129 @@
+"""Renders of many candidate toy scenes from one camera, traced once per geometry and coloured after.
+
+The exact view-conditioned prior (exact_view_prior.py) compares a reference image with every
+candidate scene seen from the reference camera: 930 scenes by default (30 single shapes and 900
+composites). Sphere tracing 930 views costs minutes on two cores, but the scenes have only 30
+geometries (5 shapes, 25 stacked pairs); a colour changes nothing but the albedo. The image
+formation (render.py)
+
+    sub-pixel = albedo(primitive hit) * (0.4 + 0.6 max(0, n . v))   where a ray hits, else 1
+
+is linear in the albedo of the primitive hit, so one trace per geometry with a one-hot "albedo"
+(channel p = 1 on primitive p) yields, per sub-pixel, shade_p = [hit primitive p] * shading
+factor. Any colouring is then sum_p shade_p * albedo_p on hit sub-pixels, white elsewhere, box-
+filtered s x s exactly as render_sdf does: the same arithmetic in the same order, so the images
+equal render_scene's (tests/models/priors/toy/test_candidate_views.py checks it).
+
+The per-geometry traces are cached on disk, one file per camera and image size (a few MB),
+next to the exemplar banks; a new candidate set only traces the geometries the file lacks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from framework.cameras import orbit_c2w
+
+from .exemplars import default_cache_dir
+from .render import RENDERER_VERSION, render_sdf
+from .scenes import ToyScene, parse_prompt
+
+_PLACEHOLDER = "red"  # colour of the geometry-only scene; the one-hot albedo replaces it
+
+
+def geometry_key(scene: ToyScene) -> str:
+    """The shapes of a scene, top first ('cone', 'cone/torus'): what its trace depends on."""
+    return "/".join(prim.shape for prim in scene.primitives)
+
+
+def _geometry_scene(key: str) -> ToyScene:
+    shapes = key.split("/")
+    return parse_prompt(" on top of ".join(f"a {_PLACEHOLDER} {s}" for s in shapes))
+
+
+def trace_geometry(scene: ToyScene, c2w: Tensor, fovy_rad: float, size: int) -> Tensor:
+    """One view of the scene's geometry at size^2 (no supersampling), c2w (4, 4).
+
+    -> (size, size, P + 1) float32: channels p < P are [primitive p hit] * shading factor, the
+    last one the hit mask. Primitive p is the one ToyScene.albedo picks (smallest signed distance).
+    """
+    n_prims = len(scene.primitives)
+
+    def one_hot_albedo(points: Tensor) -> Tensor:  # (N, 3) -> (N, 3), channel p marks primitive p
+        nearest = scene.primitive_sdfs(points).argmin(dim=-1) if n_prims > 1 else torch.zeros(points.shape[0], dtype=torch.long)
+        return F.one_hot(nearest, 3).to(points.dtype)
+
+    # the bound render_scene uses (rays start on the scene's bounding sphere plus a margin)
+    out = render_sdf(
+        scene.sdf, one_hot_albedo, c2w[None], torch.tensor([fovy_rad]), size, size,
+        supersample=1, bound_radius=scene.bounding_radius() + 0.02,
+    )  # fmt: skip
+    return torch.cat([out["rgb"][0, :, :, :n_prims], out["opacity"][0]], dim=-1)
+
+
+def colour_traces(trace: Tensor, albedos: Tensor, supersample: int) -> Tensor:
+    """trace (s r, s r, P + 1) from trace_geometry, albedos (S, P, 3) -> images (S, r, r, 3) in [0, 1]."""
+    shade, hit = trace[..., :-1], trace[..., -1:] > 0.0
+    # sum_p shade_p * albedo_p: only the primitive hit contributes (the others add exact zeros)
+    rgb = (shade[None, :, :, :, None] * albedos[:, None, None, :, :]).sum(dim=3)  # (S, sr, sr, 3)
+    rgb = torch.where(hit[None], rgb, torch.ones_like(rgb))
+    if supersample > 1:  # render_sdf's box filter
+        rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
+    return rgb.clamp(0.0, 1.0).contiguous()
+
+
+def _cache_path(cache_dir: Path, camera: tuple[float, float, float, float], size: int) -> Path:
+    spec = {"camera": list(camera), "size": size, "renderer": RENDERER_VERSION, "kind": "geometry-traces-v1"}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir / f"candidate-traces-{key}.pt"
+
+
+def render_candidates(
+    prompts: Sequence[str],
+    elevation_deg: float,
+    azimuth_deg: float,
+    distance: float,
+    fovy_deg: float,
+    resolution: int,
+    supersample: int = 2,
+    cache_dir: str | os.PathLike | None = None,
+) -> Tensor:
+    """Every prompt's scene seen from one orbit camera (looking at the origin). -> (S, r, r, 3) in [0, 1]
+
+    Equal to render_scene(scene, orbit_c2w(...), fovy, r, r, supersample) for each prompt.
+    """
+    scenes = [parse_prompt(p) for p in prompts]
+    camera = (float(elevation_deg), float(azimuth_deg), float(distance), float(fovy_deg))
+    size = int(resolution) * int(supersample)
+    path = _cache_path(Path(cache_dir) if cache_dir else default_cache_dir(), camera, size)
+    traces: dict[str, Tensor] = {}
+    if path.exists():
+        try:
+            traces = dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception:  # a truncated or foreign file: trace again and overwrite
+            traces = {}
+    missing = sorted({geometry_key(s) for s in scenes} - set(traces))
+    if missing:
+        c2w = orbit_c2w(*(torch.tensor([v]) for v in camera[:3]))[0]
+        for key in missing:
+            traces[key] = trace_geometry(_geometry_scene(key), c2w, math.radians(camera[3]), size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # write then rename: parallel runs never read half a file
+        torch.save(traces, tmp)
+        os.replace(tmp, path)
+    images = torch.empty(len(scenes), int(resolution), int(resolution), 3)
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(scenes):
+        groups.setdefault(geometry_key(s), []).append(i)
+    for key, idx in groups.items():
+        albedos = torch.tensor([[prim.albedo for prim in scenes[i].primitives] for i in idx])  # (S_g, P, 3)
+        images[idx] = colour_traces(traces[key], albedos, int(supersample))
+    return images

@@ -68,19 +68,28 @@ def posterior_mean(
     x_t: Tensor,  # (B, D) flattened noisy images
     exemplars: Tensor,  # (B, K, D) per-sample exemplars, or (K, D) shared by the batch
     abar: Tensor,  # (B,)
+    log_weights: Tensor | None = None,  # (B, K) or (K,) log prior weights w_i (up to a constant); None: uniform
 ) -> Tensor:
-    """x0_hat = E[x_0 | x_t] under the empirical exemplar distribution. -> (B, D)
+    """x0_hat = E[x_0 | x_t] under the empirical exemplar distribution sum_i w_i delta(x_0 - x_i). -> (B, D)
 
     Squared distances are computed directly (not by the |a|^2 - 2ab + |b|^2 expansion, which
     cancels catastrophically as abar -> 1, exactly where the softmax is sharpest).
     """
     sa = abar.sqrt()[:, None, None]
+    if log_weights is not None and log_weights.dim() == 1:
+        log_weights = log_weights[None].expand(x_t.shape[0], -1)
     if exemplars.dim() == 2:  # shared: loop over the batch to keep memory at K x D
-        return torch.cat([posterior_mean(x_t[b : b + 1], exemplars[None], abar[b : b + 1]) for b in range(x_t.shape[0])])
-    # p(x_t | x_0 = x_i) = N(sqrt(abar) x_i, (1 - abar) I), uniform prior over i, so the
-    # posterior over i is softmax_i(-||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar)))  (REFERENCE.md)
+        return torch.cat([
+            posterior_mean(x_t[b : b + 1], exemplars[None], abar[b : b + 1], None if log_weights is None else log_weights[b : b + 1])
+            for b in range(x_t.shape[0])
+        ])  # fmt: skip
+    # p(x_t | x_0 = x_i) = N(sqrt(abar) x_i, (1 - abar) I) and prior w_i over i (uniform unless
+    # given), so the posterior over i is softmax_i(log w_i - ||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar)))
+    # (REFERENCE.md, with log w_i = const)
     d2 = (x_t[:, None, :] - sa * exemplars).square().sum(-1)  # (B, K)
     logits = -d2 / (2.0 * (1.0 - abar)[:, None])
+    if log_weights is not None:
+        logits = logits + log_weights.to(logits)
     weights = torch.softmax(logits, dim=-1)  # (B, K)
     return torch.einsum("bk,bkd->bd", weights, exemplars)
 

@@ -142,7 +142,7 @@ class ToyExactScorePrior(DiffusionPrior):
             )  # fmt: skip
         return self._banks[key]
 
-    def _bank_flat(self, bank: ExemplarBank, device: torch.device) -> Tensor:
+    def bank_flat(self, bank: ExemplarBank, device: torch.device) -> Tensor:
         """Bank images in prior space, flattened and on `device`. -> (N, 3 r r)"""
         key = (bank.scene.prompt, bank.n, str(device))
         if key not in self._flat:
@@ -178,7 +178,7 @@ class ToyExactScorePrior(DiffusionPrior):
 
     def _exemplars(self, bank: ExemplarBank, k: int, batch: dict[str, Any], bsz: int, device: torch.device) -> Tensor:
         """The k camera-nearest exemplars per sample (B, k, D), or all of them (N, D) when k == 0."""
-        flat = self._bank_flat(bank, device)
+        flat = self.bank_flat(bank, device)
         if k <= 0 or k >= bank.n:
             return flat
         cams = self._cameras(batch, bsz, k)
@@ -196,7 +196,7 @@ class ToyExactScorePrior(DiffusionPrior):
         banks = [self.bank(p, n) for p in cfg.uncond_prompts]
         key = ("\n".join(cfg.uncond_prompts), n, str(device))
         if key not in self._flat:
-            self._flat[key] = torch.cat([self._bank_flat(b, device) for b in banks])  # (S n, D)
+            self._flat[key] = torch.cat([self.bank_flat(b, device) for b in banks])  # (S n, D)
         flat = self._flat[key]
         k = cfg.k_nearest if cfg.k_nearest_uncond is None else cfg.k_nearest_uncond
         if k <= 0 or k >= n:
@@ -233,7 +233,8 @@ class ToyExactScorePrior(DiffusionPrior):
         x0 = posterior_mean(x_t.reshape(bsz, -1).float(), ex, abar)
         return x0.view_as(x_t).to(x_t.dtype)
 
-    def _eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+    def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """x_t (B, 3, r, r), t (B,), x0_hat (B, 3, r, r) -> eps_hat (B, 3, r, r)."""
         # Tweedie: E[eps | x_t] = (x_t - sqrt(abar) E[x_0 | x_t]) / sqrt(1 - abar)  (REFERENCE.md)
         abar = self.alphas_cumprod.to(x_t.device)[t.to(x_t.device).long()].float().view(-1, 1, 1, 1)
         return ((x_t.float() - abar.sqrt() * x0.float()) / (1.0 - abar).sqrt()).to(x_t.dtype)
@@ -248,8 +249,8 @@ class ToyExactScorePrior(DiffusionPrior):
         need_uncond: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """-> eps_cond (B, 3, r, r), eps_uncond (B, 3, r, r) or None."""
-        eps_c = self._eps_from_x0(x_t, t, self.predict_x0(x_t, t, condition, batch))
+        eps_c = self.eps_from_x0(x_t, t, self.predict_x0(x_t, t, condition, batch))
         if not need_uncond:
             return eps_c, None
-        eps_u = self._eps_from_x0(x_t, t, self.predict_x0(x_t, t, condition, batch, uncond=True))
+        eps_u = self.eps_from_x0(x_t, t, self.predict_x0(x_t, t, condition, batch, uncond=True))
         return eps_c, eps_u

@@ -24,6 +24,7 @@ from models.materials.no_material import NoMaterialConfig
 from models.priors.deepfloyd_if import DeepFloydIFPriorConfig
 from models.priors.stable_diffusion import StableDiffusionPriorConfig
 from models.priors.toy.exact_score import ToyExactScorePriorConfig
+from models.priors.toy.exact_view_prior import ToyExactViewPriorConfig
 from models.priors.toy.scoring import ToySceneEvaluatorConfig
 from models.prompt_processors.text import DeepFloydIFPromptProcessorConfig, StableDiffusionPromptProcessorConfig
 from models.prompt_processors.toy import ToyPromptProcessorConfig
@@ -72,6 +73,7 @@ SCHEMAS = {
     "data/toy-view-pairs": ToyViewPairsDataConfig,
     "system/train-toy-view-prior": ToyViewPriorTrainingConfig,
     "prior/zero123": Zero123PriorConfig,
+    "prior/toy-exact-view": ToyExactViewPriorConfig,
 }
 
 

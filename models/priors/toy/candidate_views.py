@@ -10,12 +10,16 @@ formation (render.py)
 
 is linear in the albedo of the primitive hit, so one trace per geometry with a one-hot "albedo"
 (channel p = 1 on primitive p) yields, per sub-pixel, shade_p = [hit primitive p] * shading
-factor. Any colouring is then sum_p shade_p * albedo_p on hit sub-pixels, white elsewhere, box-
-filtered s x s exactly as render_sdf does: the same arithmetic in the same order, so the images
-equal render_scene's (tests/models/priors/toy/test_candidate_views.py checks it).
+factor. The s x s box filter is linear too, so with mean(.) over a pixel's s x s sub-pixels,
 
-The per-geometry traces are cached on disk, one file per camera and image size (a few MB),
-next to the exemplar banks; a new candidate set only traces the geometries the file lacks.
+    pixel = sum_p mean(shade_p) albedo_p + (1 - mean(hit))        (white where no ray hits)
+
+and any colouring of the geometry is a few multiply-adds per pixel on its box-filtered trace. The
+images equal render_scene's up to float rounding (tests/models/priors/toy/test_candidate_views.py),
+except where render_scene's autograd normal is NaN (finite_normals).
+
+The box-filtered traces are cached on disk, one file per camera and image size (under 1 MB at
+64^2), next to the exemplar banks; a new candidate set only traces the geometries the file lacks.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +37,7 @@ from torch import Tensor
 from framework.cameras import orbit_c2w
 
 from .exemplars import default_cache_dir
-from .render import RENDERER_VERSION, render_sdf
+from .render import RENDERER_VERSION, _autograd_normal, render_sdf
 from .scenes import ToyScene, parse_prompt
 
 _PLACEHOLDER = "red"  # colour of the geometry-only scene; the one-hot albedo replaces it
@@ -49,11 +53,27 @@ def _geometry_scene(key: str) -> ToyScene:
     return parse_prompt(" on top of ".join(f"a {_PLACEHOLDER} {s}" for s in shapes))
 
 
-def trace_geometry(scene: ToyScene, c2w: Tensor, fovy_rad: float, size: int) -> Tensor:
-    """One view of the scene's geometry at size^2 (no supersampling), c2w (4, 4).
+def finite_normals(sdf_fn: Callable[[Tensor], Tensor], points: Tensor, h: float = 1e-3) -> Tensor:
+    """points (N, 3) -> unit normals (N, 3): render.py's autograd SDF gradient, and central differences
+    where that is not finite. A ray that stops exactly on the cone's side (SDF == 0.0) meets the
+    infinite derivative of sqrt at 0 and render_scene shades it NaN (about one ray in a few thousand);
+    here such a sub-pixel gets its true shading instead of poisoning the whole likelihood."""
+    n = _autograd_normal(sdf_fn, points)
+    bad = ~torch.isfinite(n).all(dim=-1)
+    if bad.any():
+        p = points[bad]
+        offsets = torch.eye(3, dtype=p.dtype) * h
+        grad = torch.stack([sdf_fn(p + o) - sdf_fn(p - o) for o in offsets], dim=-1)
+        n[bad] = F.normalize(grad, dim=-1)
+    return n
 
-    -> (size, size, P + 1) float32: channels p < P are [primitive p hit] * shading factor, the
-    last one the hit mask. Primitive p is the one ToyScene.albedo picks (smallest signed distance).
+
+def trace_geometry(scene: ToyScene, c2w: Tensor, fovy_rad: float, resolution: int, supersample: int) -> Tensor:
+    """One view of the scene's geometry, box-filtered to resolution^2 like render_sdf. c2w (4, 4).
+
+    -> (r, r, P + 1) float32: channel p < P is the pixel mean of [primitive p hit] * shading factor,
+    the last one the pixel mean of the hit mask (the opacity). Primitive p is the one ToyScene.albedo
+    picks (smallest signed distance).
     """
     n_prims = len(scene.primitives)
 
@@ -61,27 +81,30 @@ def trace_geometry(scene: ToyScene, c2w: Tensor, fovy_rad: float, size: int) -> 
         nearest = scene.primitive_sdfs(points).argmin(dim=-1) if n_prims > 1 else torch.zeros(points.shape[0], dtype=torch.long)
         return F.one_hot(nearest, 3).to(points.dtype)
 
+    size = resolution * supersample
     # the bound render_scene uses (rays start on the scene's bounding sphere plus a margin)
     out = render_sdf(
         scene.sdf, one_hot_albedo, c2w[None], torch.tensor([fovy_rad]), size, size,
-        supersample=1, bound_radius=scene.bounding_radius() + 0.02,
+        supersample=1, bound_radius=scene.bounding_radius() + 0.02, normal_fn=lambda p: finite_normals(scene.sdf, p),
     )  # fmt: skip
-    return torch.cat([out["rgb"][0, :, :, :n_prims], out["opacity"][0]], dim=-1)
+    hit = out["opacity"][0]  # (s r, s r, 1) in {0, 1}
+    shade = out["rgb"][0, :, :, :n_prims] * hit  # render_sdf leaves missed sub-pixels white (1): zero them
+    trace = torch.cat([shade, hit], dim=-1).permute(2, 0, 1)[None]
+    if supersample > 1:
+        trace = F.avg_pool2d(trace, supersample)
+    return trace[0].permute(1, 2, 0).contiguous()
 
 
-def colour_traces(trace: Tensor, albedos: Tensor, supersample: int) -> Tensor:
-    """trace (s r, s r, P + 1) from trace_geometry, albedos (S, P, 3) -> images (S, r, r, 3) in [0, 1]."""
-    shade, hit = trace[..., :-1], trace[..., -1:] > 0.0
-    # sum_p shade_p * albedo_p: only the primitive hit contributes (the others add exact zeros)
-    rgb = (shade[None, :, :, :, None] * albedos[:, None, None, :, :]).sum(dim=3)  # (S, sr, sr, 3)
-    rgb = torch.where(hit[None], rgb, torch.ones_like(rgb))
-    if supersample > 1:  # render_sdf's box filter
-        rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
-    return rgb.clamp(0.0, 1.0).contiguous()
+def colour_traces(trace: Tensor, albedos: Tensor) -> Tensor:
+    """trace (r, r, P + 1) from trace_geometry, albedos (S, P, 3) -> images (S, r, r, 3) in [0, 1]."""
+    shade, opacity = trace[..., :-1], trace[..., -1:]
+    rgb = (shade[None, :, :, :, None] * albedos[:, None, None, :, :]).sum(dim=3)  # sum_p mean(shade_p) albedo_p
+    return (rgb + (1.0 - opacity)[None]).clamp(0.0, 1.0)  # + white where the rays missed
 
 
-def _cache_path(cache_dir: Path, camera: tuple[float, float, float, float], size: int) -> Path:
-    spec = {"camera": list(camera), "size": size, "renderer": RENDERER_VERSION, "kind": "geometry-traces-v1"}
+def _cache_path(cache_dir: Path, camera: tuple[float, float, float, float], resolution: int, supersample: int) -> Path:
+    spec = {"camera": list(camera), "resolution": resolution, "supersample": supersample,
+            "renderer": RENDERER_VERSION, "kind": "geometry-traces-v3"}  # fmt: skip
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
     return cache_dir / f"candidate-traces-{key}.pt"
 
@@ -98,12 +121,12 @@ def render_candidates(
 ) -> Tensor:
     """Every prompt's scene seen from one orbit camera (looking at the origin). -> (S, r, r, 3) in [0, 1]
 
-    Equal to render_scene(scene, orbit_c2w(...), fovy, r, r, supersample) for each prompt.
+    Equal (to float rounding) to render_scene(scene, orbit_c2w(...), fovy, r, r, supersample) for each prompt.
     """
     scenes = [parse_prompt(p) for p in prompts]
     camera = (float(elevation_deg), float(azimuth_deg), float(distance), float(fovy_deg))
-    size = int(resolution) * int(supersample)
-    path = _cache_path(Path(cache_dir) if cache_dir else default_cache_dir(), camera, size)
+    resolution, supersample = int(resolution), int(supersample)
+    path = _cache_path(Path(cache_dir) if cache_dir else default_cache_dir(), camera, resolution, supersample)
     traces: dict[str, Tensor] = {}
     if path.exists():
         try:
@@ -114,16 +137,16 @@ def render_candidates(
     if missing:
         c2w = orbit_c2w(*(torch.tensor([v]) for v in camera[:3]))[0]
         for key in missing:
-            traces[key] = trace_geometry(_geometry_scene(key), c2w, math.radians(camera[3]), size)
+            traces[key] = trace_geometry(_geometry_scene(key), c2w, math.radians(camera[3]), resolution, supersample)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")  # write then rename: parallel runs never read half a file
         torch.save(traces, tmp)
         os.replace(tmp, path)
-    images = torch.empty(len(scenes), int(resolution), int(resolution), 3)
+    images = torch.empty(len(scenes), resolution, resolution, 3)
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(scenes):
         groups.setdefault(geometry_key(s), []).append(i)
     for key, idx in groups.items():
         albedos = torch.tensor([[prim.albedo for prim in scenes[i].primitives] for i in idx])  # (S_g, P, 3)
-        images[idx] = colour_traces(traces[key], albedos, int(supersample))
+        images[idx] = colour_traces(traces[key], albedos)
     return images

@@ -94,6 +94,13 @@ def _unique(prompts: List[str]) -> List[str]:
     return list(dict.fromkeys(parse_prompt(p).prompt for p in prompts))
 
 
+def _finite(exemplars: Tensor) -> Tensor:
+    """Exemplars (..., D) with NaN pixels set to 0 (mid grey). render_scene shades a ray that stops
+    exactly on a cone's side NaN (candidate_views.finite_normals); a few bank views hold one such
+    pixel, and one NaN exemplar would make the whole softmax, hence x0_hat, NaN."""
+    return torch.nan_to_num(exemplars, nan=0.0)
+
+
 class ToyExactViewPrior(DiffusionPrior):
     """Exact p(x | reference view, target camera) over the toy world. Pixel space x = 2 rgb - 1 at r^2."""
 
@@ -154,7 +161,10 @@ class ToyExactViewPrior(DiffusionPrior):
         x = x.clamp(0.0, 1.0).permute(0, 3, 1, 2)
         if x.shape[-1] != r:
             # downsampling by area is the box filter of the candidates' supersampling (exact for H = s r)
-            x = F.interpolate(x, size=(r, r), mode="area" if x.shape[-1] > r else "bilinear", align_corners=None)
+            if x.shape[-1] > r:
+                x = F.interpolate(x, size=(r, r), mode="area")
+            else:
+                x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
         return x.permute(0, 2, 3, 1).contiguous()
 
     @torch.no_grad()
@@ -282,7 +292,7 @@ class ToyExactViewPrior(DiffusionPrior):
                 ref_view = (cond["views"][s].permute(2, 0, 1).reshape(-1) * 2.0 - 1.0).to(device)  # (D,)
                 ex = torch.where(is_ref, ref_view, ex)
             per_scene.append(ex)
-        ex = torch.stack(per_scene, dim=1).reshape(bsz, len(banks) * idx.shape[1], -1)  # (B, S k, D)
+        ex = _finite(torch.stack(per_scene, dim=1).reshape(bsz, len(banks) * idx.shape[1], -1))  # (B, S k, D)
         # w_{s,i} = p(s | y) / k (module docstring): the mixture of the scenes' view mixtures
         log_w = cond["probs"].log()[:, None] - math.log(idx.shape[1])  # (S, 1)
         log_w = log_w.expand(-1, idx.shape[1]).reshape(1, -1).expand(bsz, -1).to(device)
@@ -311,7 +321,7 @@ class ToyExactViewPrior(DiffusionPrior):
             cond = self._condition(condition)
         cams = self._target_cameras(cond, batch, bsz)
         if uncond:
-            x0 = posterior_mean(x, self.scenes.exemplars_for(None, cams, bsz, x_t.device, uncond=True), abar)
+            x0 = posterior_mean(x, _finite(self.scenes.exemplars_for(None, cams, bsz, x_t.device, uncond=True)), abar)
         else:
             ex, log_w = self._cond_exemplars(cond, cams, bsz, x_t.device)
             x0 = posterior_mean(x, ex, abar, log_w)

@@ -163,3 +163,13 @@ def test_bad_inputs(cache, caplog):
     assert torch.allclose(prior.cond["probs"].sum(), torch.tensor(1.0))
     with pytest.raises(ValueError, match="missing"):
         prior.predict_noise(torch.zeros(1, 3, RES, RES), torch.tensor([5]), None, {}, False)
+
+
+def test_a_nan_pixel_in_a_bank_does_not_poison_the_estimate(cache):
+    prior = make_prior(cache, n_exemplars=8, k_nearest=0)
+    prior.set_condition_image(render("a purple cone", *REF), *REF[:3])
+    bank = prior.scenes.bank("a purple cone")
+    bank.images = bank.images.clone()
+    bank.images[3, 5, 5] = float("nan")  # what render_scene gives a ray stopping exactly on the cone's side
+    x0 = prior.predict_x0(torch.randn(1, 3, RES, RES), torch.tensor([500]), None, camera_batch(*REF))
+    assert torch.isfinite(x0).all()

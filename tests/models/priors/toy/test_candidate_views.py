@@ -22,7 +22,21 @@ def test_candidates_equal_render_scene_and_are_cached(tmp_path):
         assert torch.allclose(images[i], ref, atol=1e-6), p
     # two colourings of one geometry differ; the cache holds one trace per geometry (4 here)
     assert not torch.allclose(images[1], images[4])
-    traces = torch.load(_cache_path(tmp_path, (elev, az, dist, fovy), res * ss), weights_only=True)
+    traces = torch.load(_cache_path(tmp_path, (elev, az, dist, fovy), res, ss), weights_only=True)
     assert sorted(traces) == ["cone/torus", "cube", "cylinder/cube", "torus/sphere"]
     again = render_candidates(PROMPTS[::-1], elev, az, dist, fovy, res, ss, tmp_path)
     assert torch.equal(again, images.flip(0))
+
+
+def test_finite_normals_repair_an_infinite_sdf_derivative():
+    """|x| + z written with sqrt(x^2): at x = 0 autograd gives a NaN normal (like a ray stopping exactly
+    on the cone's side); central differences give the true one, (0, 0, 1)."""
+    from models.priors.toy.candidate_views import finite_normals
+    from models.priors.toy.render import _autograd_normal
+
+    sdf = lambda p: p[:, 0].square().sqrt() + p[:, 2]  # noqa: E731
+    p = torch.tensor([[0.0, 0.3, 0.0], [0.5, 0.0, -0.5]])
+    assert torch.isnan(_autograd_normal(sdf, p)[0]).any()
+    n = finite_normals(sdf, p)
+    assert torch.allclose(n[0], torch.tensor([0.0, 0.0, 1.0]), atol=1e-5)
+    assert torch.allclose(n[1], _autograd_normal(sdf, p)[1])

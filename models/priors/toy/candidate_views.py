@@ -68,10 +68,10 @@ def finite_normals(sdf_fn: Callable[[Tensor], Tensor], points: Tensor, h: float 
     return n
 
 
-def trace_geometry(scene: ToyScene, c2w: Tensor, fovy_rad: float, resolution: int, supersample: int) -> Tensor:
-    """One view of the scene's geometry, box-filtered to resolution^2 like render_sdf. c2w (4, 4).
+def trace_geometry(scene: ToyScene, c2w: Tensor, fovy_rad: Tensor, resolution: int, supersample: int) -> Tensor:
+    """Views of the scene's geometry, box-filtered to resolution^2 like render_sdf. c2w (V, 4, 4), fovy_rad (V,).
 
-    -> (r, r, P + 1) float32: channel p < P is the pixel mean of [primitive p hit] * shading factor,
+    -> (V, r, r, P + 1) float32: channel p < P is the pixel mean of [primitive p hit] * shading factor,
     the last one the pixel mean of the hit mask (the opacity). Primitive p is the one ToyScene.albedo
     picks (smallest signed distance).
     """
@@ -84,22 +84,43 @@ def trace_geometry(scene: ToyScene, c2w: Tensor, fovy_rad: float, resolution: in
     size = resolution * supersample
     # the bound render_scene uses (rays start on the scene's bounding sphere plus a margin)
     out = render_sdf(
-        scene.sdf, one_hot_albedo, c2w[None], torch.tensor([fovy_rad]), size, size,
+        scene.sdf, one_hot_albedo, c2w, fovy_rad, size, size,
         supersample=1, bound_radius=scene.bounding_radius() + 0.02, normal_fn=lambda p: finite_normals(scene.sdf, p),
     )  # fmt: skip
-    hit = out["opacity"][0]  # (s r, s r, 1) in {0, 1}
-    shade = out["rgb"][0, :, :, :n_prims] * hit  # render_sdf leaves missed sub-pixels white (1): zero them
-    trace = torch.cat([shade, hit], dim=-1).permute(2, 0, 1)[None]
+    hit = out["opacity"]  # (V, s r, s r, 1) in {0, 1}
+    shade = out["rgb"][..., :n_prims] * hit  # render_sdf leaves missed sub-pixels white (1): zero them
+    trace = torch.cat([shade, hit], dim=-1).permute(0, 3, 1, 2)
     if supersample > 1:
         trace = F.avg_pool2d(trace, supersample)
-    return trace[0].permute(1, 2, 0).contiguous()
+    return trace.permute(0, 2, 3, 1).contiguous()
 
 
 def colour_traces(trace: Tensor, albedos: Tensor) -> Tensor:
-    """trace (r, r, P + 1) from trace_geometry, albedos (S, P, 3) -> images (S, r, r, 3) in [0, 1]."""
+    """trace (V, r, r, P + 1) from trace_geometry, albedos (S, P, 3) -> images (V, S, r, r, 3) in [0, 1]."""
     shade, opacity = trace[..., :-1], trace[..., -1:]
-    rgb = (shade[None, :, :, :, None] * albedos[:, None, None, :, :]).sum(dim=3)  # sum_p mean(shade_p) albedo_p
-    return (rgb + (1.0 - opacity)[None]).clamp(0.0, 1.0)  # + white where the rays missed
+    rgb = (shade[:, None, :, :, :, None] * albedos[None, :, None, None, :, :]).sum(dim=4)  # sum_p mean(shade_p) albedo_p
+    return (rgb + (1.0 - opacity)[:, None]).clamp(0.0, 1.0)  # + white where the rays missed
+
+
+def _colour_groups(scenes: Sequence[ToyScene], traces: dict[str, Tensor], out: Tensor) -> Tensor:
+    """Fill out (V, S, r, r, 3) with each scene coloured from its geometry's trace (V, r, r, P + 1)."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(scenes):
+        groups.setdefault(geometry_key(s), []).append(i)
+    for key, idx in groups.items():
+        albedos = torch.tensor([[prim.albedo for prim in scenes[i].primitives] for i in idx])  # (S_g, P, 3)
+        out[:, idx] = colour_traces(traces[key], albedos)
+    return out
+
+
+def render_views(prompts: Sequence[str], c2w: Tensor, fovy_rad: Tensor, resolution: int, supersample: int = 2) -> Tensor:
+    """Every prompt's scene from each of V cameras, c2w (V, 4, 4), fovy_rad (V,): one trace per geometry
+    for all V views, no cache (for arbitrary cameras). -> (V, S, r, r, 3) in [0, 1]"""
+    scenes = [parse_prompt(p) for p in prompts]
+    c2w, fovy_rad = c2w.detach().float().cpu(), fovy_rad.detach().float().cpu().reshape(-1)
+    traces = {key: trace_geometry(_geometry_scene(key), c2w, fovy_rad, int(resolution), int(supersample))
+              for key in sorted({geometry_key(s) for s in scenes})}  # fmt: skip
+    return _colour_groups(scenes, traces, torch.empty(c2w.shape[0], len(scenes), int(resolution), int(resolution), 3))
 
 
 def _cache_path(cache_dir: Path, camera: tuple[float, float, float, float], resolution: int, supersample: int) -> Path:
@@ -135,18 +156,13 @@ def render_candidates(
             traces = {}
     missing = sorted({geometry_key(s) for s in scenes} - set(traces))
     if missing:
-        c2w = orbit_c2w(*(torch.tensor([v]) for v in camera[:3]))[0]
+        c2w = orbit_c2w(*(torch.tensor([v]) for v in camera[:3]))
+        fovy = torch.tensor([math.radians(camera[3])])
         for key in missing:
-            traces[key] = trace_geometry(_geometry_scene(key), c2w, math.radians(camera[3]), resolution, supersample)
+            traces[key] = trace_geometry(_geometry_scene(key), c2w, fovy, resolution, supersample)[0]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")  # write then rename: parallel runs never read half a file
         torch.save(traces, tmp)
         os.replace(tmp, path)
-    images = torch.empty(len(scenes), resolution, resolution, 3)
-    groups: dict[str, list[int]] = {}
-    for i, s in enumerate(scenes):
-        groups.setdefault(geometry_key(s), []).append(i)
-    for key, idx in groups.items():
-        albedos = torch.tensor([[prim.albedo for prim in scenes[i].primitives] for i in idx])  # (S_g, P, 3)
-        images[idx] = colour_traces(traces[key], albedos)
-    return images
+    one_view = {key: trace[None] for key, trace in traces.items()}
+    return _colour_groups(scenes, one_view, torch.empty(1, len(scenes), resolution, resolution, 3))[0]

@@ -24,8 +24,15 @@ scene's own posterior mean, weighted by the scene's posterior re-weighted by how
 x_t. At high noise r_s -> p(s | y); at low noise the exemplar nearest x_t wins. eps_hat follows by
 Tweedie, eps_hat = (x_t - sqrt(abar) x0_hat) / sqrt(1 - abar).
 
+With target_views = "render" the view model is the render itself, p(x | s, c) = delta(x - R_s(c)):
+each posterior scene is traced at each target camera (one trace per geometry, candidate_views.py),
+k = 1 and w_s = p(s | y). That is the toy world's exact conditional, with no view blur from the
+nearest bank views, at the price of a trace per view and geometry at every call (tenths of a second
+each on a CPU, against milliseconds for "bank").
+
 The unconditional model (classifier-free guidance's eps_uncond) ignores y: the exact-score prior's
-unconditional model, the union of the camera-nearest exemplars of every single-shape candidate.
+unconditional model, the union of the camera-nearest exemplars of every single-shape candidate
+(with "render": their renders at the target camera, uniformly weighted).
 
 Reference cameras. Toy images have a known vertical fov, which Zero-1-to-3's interface does not
 pass: set_condition_image takes an optional fovy_deg, defaulting to `reference_fovy_deg` (40 deg,
@@ -49,9 +56,9 @@ from torch import Tensor
 from framework.cameras import orbit_c2w
 from models.priors.base import DiffusionPrior
 
-from .candidate_views import render_candidates
+from .candidate_views import render_candidates, render_views
 from .exact_score import ToyExactScorePrior, ToyExactScorePriorConfig, posterior_mean
-from .exemplars import DEFAULT_SIGMA_DIR_DEG, DEFAULT_SIGMA_SCALE, camera_distance
+from .exemplars import DEFAULT_SIGMA_DIR_DEG, DEFAULT_SIGMA_SCALE, _log_apparent_size, camera_distance
 from .scenes import composite_prompts, parse_prompt, single_shape_prompts
 
 log = logging.getLogger(__name__)
@@ -66,7 +73,8 @@ class ToyExactViewPriorConfig:
     max_scenes: int = 8  # at most this many scenes carry the posterior (each holds a bank in memory)
     min_posterior: float = 1e-3  # scenes below this posterior mass are dropped (then renormalised)
     reference_fovy_deg: float = 40.0  # the reference camera's fov when set_condition_image gets none
-    include_reference_view: bool = True  # add R_s(c_y) to each scene's exemplars: exact at the reference camera
+    target_views: str = "bank"  # or "render": trace the posterior's scenes at the target camera itself
+    include_reference_view: bool = True  # "bank": add R_s(c_y) to each scene's exemplars: exact at the reference camera
     n_exemplars: int = 1024  # views per posterior scene's bank
     k_nearest: int = 16  # per scene; 0: all of its exemplars
     uncond_prompts: Optional[List[str]] = None  # None: the single-shape candidates
@@ -109,12 +117,14 @@ class ToyExactViewPrior(DiffusionPrior):
         self.cfg = cfg
         if cfg.pixel_sigma <= 0 or cfg.max_scenes < 1:
             raise ValueError(f"pixel_sigma must be > 0 and max_scenes >= 1, got {cfg.pixel_sigma}, {cfg.max_scenes}")
+        if cfg.target_views not in ("bank", "render"):
+            raise ValueError(f"target_views must be 'bank' or 'render', got {cfg.target_views!r}")
         all_prompts = single_shape_prompts() + composite_prompts()
         self.candidates = _unique(list(cfg.candidate_prompts) if cfg.candidate_prompts is not None else all_prompts)
         uncond = cfg.uncond_prompts
         if uncond is None:
             uncond = [p for p in self.candidates if len(parse_prompt(p).primitives) == 1]
-        uncond = _unique(list(uncond))
+        self.uncond_prompts = uncond = _unique(list(uncond))
         if not self.candidates or not uncond:
             raise ValueError(
                 f"the exact view prior needs candidate scenes and unconditional scenes; got {len(self.candidates)} "
@@ -198,8 +208,9 @@ class ToyExactViewPrior(DiffusionPrior):
                 "the posterior is the softmax of the log-likelihoods anyway. Best candidates: %s", cfg.pixel_sigma, best,
             )  # fmt: skip
         log.info("reference view posterior: %s", ", ".join(f"{p!r} {q:.3f}" for p, q in zip(prompts, probs.tolist())))
-        for p in prompts:  # render (or load) the kept scenes' banks now, not at the first guidance step
-            self.scenes.bank(p)
+        if cfg.target_views == "bank":  # render (or load) the kept scenes' banks now, not at the first guidance step
+            for p in prompts:
+                self.scenes.bank(p)
         return {
             "elevation": camera[0], "azimuth": camera[1], "distance": camera[2], "fovy": camera[3],
             "prompts": prompts, "probs": probs, "log_likelihood": log_lik[keep], "views": views[keep],
@@ -274,7 +285,7 @@ class ToyExactViewPrior(DiffusionPrior):
         if cfg.include_reference_view:
             e, a, d, f = (torch.tensor([float(cond[k])]) for k in ("elevation", "azimuth", "distance", "fovy"))
             rot = torch.cat([rot, orbit_c2w(e, a, d)[:, :3, :3]])
-            log_size = torch.cat([log_size, -torch.log(d * torch.tan(0.5 * torch.deg2rad(f)))])  # exemplars.py's apparent size
+            log_size = torch.cat([log_size, _log_apparent_size(d, torch.deg2rad(f))])
         pool = rot.shape[0]
         k = cfg.k_nearest
         if k <= 0 or k >= pool:
@@ -298,6 +309,12 @@ class ToyExactViewPrior(DiffusionPrior):
         log_w = log_w.expand(-1, idx.shape[1]).reshape(1, -1).expand(bsz, -1).to(device)
         return ex, log_w
 
+    def _rendered_exemplars(self, prompts: List[str], cams: dict[str, Tensor], device: torch.device) -> Tensor:
+        """Each prompt's scene rendered at each target camera, in prior space. -> (B, S, D)"""
+        c2w = orbit_c2w(cams["elevation"], cams["azimuth"], cams["distance"])
+        views = render_views(prompts, c2w, cams["fovy"], self.cfg.resolution, self.cfg.supersample)  # (B, S, r, r, 3)
+        return (views.permute(0, 1, 4, 2, 3).flatten(2) * 2.0 - 1.0).to(device)
+
     # --- the denoiser ------------------------------------------------------------------------
 
     def predict_x0(
@@ -320,7 +337,11 @@ class ToyExactViewPrior(DiffusionPrior):
         else:
             cond = self._condition(condition)
         cams = self._target_cameras(cond, batch, bsz)
-        if uncond:
+        if self.cfg.target_views == "render":
+            ex = self._rendered_exemplars(self.uncond_prompts if uncond else cond["prompts"], cams, x_t.device)
+            log_w = None if uncond else cond["probs"].log().to(x_t.device)  # w_s = p(s | y), k = 1
+            x0 = posterior_mean(x, ex, abar, log_w)
+        elif uncond:
             x0 = posterior_mean(x, _finite(self.scenes.exemplars_for(None, cams, bsz, x_t.device, uncond=True)), abar)
         else:
             ex, log_w = self._cond_exemplars(cond, cams, bsz, x_t.device)

@@ -173,3 +173,25 @@ def test_a_nan_pixel_in_a_bank_does_not_poison_the_estimate(cache):
     bank.images[3, 5, 5] = float("nan")  # what render_scene gives a ray stopping exactly on the cone's side
     x0 = prior.predict_x0(torch.randn(1, 3, RES, RES), torch.tensor([500]), None, camera_batch(*REF))
     assert torch.isfinite(x0).all()
+
+
+def test_render_mode_is_exact_at_any_target_camera(cache):
+    """target_views='render': the view model is the render at the target camera itself, so with the
+    posterior on one scene x0_hat is that render at any noise level."""
+    prior = make_prior(cache, target_views="render")
+    scene = "a red cone on top of a blue cube"
+    prior.set_condition_image(render(scene, *REF), *REF[:3])
+    target = (45.0, 120.0, 1.5, 36.0)
+    x_t = torch.randn(2, 3, RES, RES)
+    t = torch.tensor([900, 50])
+    batch = {k: v.expand(2) for k, v in camera_batch(*target).items()}
+    x0 = prior.decode(prior.predict_x0(x_t, t, None, batch))
+    assert torch.allclose(x0, render(scene, *target).expand(2, -1, -1, -1), atol=1e-5)
+    eps_c, eps_u = prior.predict_noise(x_t, t, None, batch, need_uncond=True)
+    assert (eps_c - eps_u).abs().mean() > 0.05
+    x0_u = prior.decode(prior.predict_x0(x_t, t, None, batch, uncond=True))  # a mixture of the single shapes there
+    singles = [p for p in CANDIDATES if " on top of " not in p]
+    assert prior.uncond_prompts == singles
+    assert silhouette_iou(x0_u[1], render(scene, *target)[0]) < 0.9
+    with pytest.raises(ValueError, match="target_views"):
+        make_prior(cache, target_views="nearest")

@@ -40,3 +40,15 @@ def test_finite_normals_repair_an_infinite_sdf_derivative():
     n = finite_normals(sdf, p)
     assert torch.allclose(n[0], torch.tensor([0.0, 0.0, 1.0]), atol=1e-5)
     assert torch.allclose(n[1], _autograd_normal(sdf, p)[1])
+
+
+def test_render_views_at_several_cameras():
+    from models.priors.toy.candidate_views import render_views
+
+    c2w = orbit_c2w(torch.tensor([10.0, 45.0]), torch.tensor([0.0, 130.0]), torch.tensor([1.6, 1.4]))
+    fovy = torch.deg2rad(torch.tensor([40.0, 36.0]))
+    views = render_views(PROMPTS[:3], c2w, fovy, 10, 2)
+    assert views.shape == (2, 3, 10, 10, 3)
+    for i, p in enumerate(PROMPTS[:3]):
+        ref = render_scene(parse_prompt(p), c2w, fovy, 10, 10, 2)["rgb"].clamp(0, 1)
+        assert torch.allclose(views[:, i], ref, atol=1e-6), p

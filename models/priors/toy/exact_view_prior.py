@@ -34,6 +34,10 @@ The unconditional model (classifier-free guidance's eps_uncond) ignores y: the e
 unconditional model, the union of the camera-nearest exemplars of every single-shape candidate
 (with "render": their renders at the target camera, uniformly weighted).
 
+The likelihood needs every candidate seen from the reference camera: 930 renders by default, made
+as 30 traces (one per geometry, coloured after: candidate_views.py), about 12 s at 64^2 on two
+cores the first time a camera is used, then read from the disk cache.
+
 Reference cameras. Toy images have a known vertical fov, which Zero-1-to-3's interface does not
 pass: set_condition_image takes an optional fovy_deg, defaulting to `reference_fovy_deg` (40 deg,
 the toy turntable's fov). Target cameras come from the batch (elevation, azimuth in degrees,

@@ -26,6 +26,7 @@ from models.materials.no_material import NoMaterialConfig
 from models.priors.deepfloyd_if import DeepFloydIFPriorConfig
 from models.priors.stable_diffusion import StableDiffusionPriorConfig
 from models.priors.toy.exact_score import ToyExactScorePriorConfig
+from models.priors.toy.exact_view_prior import ToyExactViewPriorConfig
 from models.priors.toy.scoring import ToySceneEvaluatorConfig
 from models.prompt_processors.text import DeepFloydIFPromptProcessorConfig, StableDiffusionPromptProcessorConfig
 from models.prompt_processors.toy import ToyPromptProcessorConfig
@@ -78,6 +79,7 @@ SCHEMAS = {
     "prior/zero123": Zero123PriorConfig,
     "system/zero123": Zero123Config,
     "guidance/zero123": Zero123GuidanceConfig,
+    "prior/toy-exact-view": ToyExactViewPriorConfig,
 }
 
 

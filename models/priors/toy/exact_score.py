@@ -68,19 +68,28 @@ def posterior_mean(
     x_t: Tensor,  # (B, D) flattened noisy images
     exemplars: Tensor,  # (B, K, D) per-sample exemplars, or (K, D) shared by the batch
     abar: Tensor,  # (B,)
+    log_weights: Tensor | None = None,  # (B, K) or (K,) log prior weights w_i (up to a constant); None: uniform
 ) -> Tensor:
-    """x0_hat = E[x_0 | x_t] under the empirical exemplar distribution. -> (B, D)
+    """x0_hat = E[x_0 | x_t] under the empirical exemplar distribution sum_i w_i delta(x_0 - x_i). -> (B, D)
 
     Squared distances are computed directly (not by the |a|^2 - 2ab + |b|^2 expansion, which
     cancels catastrophically as abar -> 1, exactly where the softmax is sharpest).
     """
     sa = abar.sqrt()[:, None, None]
+    if log_weights is not None and log_weights.dim() == 1:
+        log_weights = log_weights[None].expand(x_t.shape[0], -1)
     if exemplars.dim() == 2:  # shared: loop over the batch to keep memory at K x D
-        return torch.cat([posterior_mean(x_t[b : b + 1], exemplars[None], abar[b : b + 1]) for b in range(x_t.shape[0])])
-    # p(x_t | x_0 = x_i) = N(sqrt(abar) x_i, (1 - abar) I), uniform prior over i, so the
-    # posterior over i is softmax_i(-||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar)))  (REFERENCE.md)
+        return torch.cat([
+            posterior_mean(x_t[b : b + 1], exemplars[None], abar[b : b + 1], None if log_weights is None else log_weights[b : b + 1])
+            for b in range(x_t.shape[0])
+        ])  # fmt: skip
+    # p(x_t | x_0 = x_i) = N(sqrt(abar) x_i, (1 - abar) I) and prior w_i over i (uniform unless
+    # given), so the posterior over i is softmax_i(log w_i - ||x_t - sqrt(abar) x_i||^2 / (2 (1 - abar)))
+    # (REFERENCE.md, with log w_i = const)
     d2 = (x_t[:, None, :] - sa * exemplars).square().sum(-1)  # (B, K)
     logits = -d2 / (2.0 * (1.0 - abar)[:, None])
+    if log_weights is not None:
+        logits = logits + log_weights.to(logits)
     weights = torch.softmax(logits, dim=-1)  # (B, K)
     return torch.einsum("bk,bkd->bd", weights, exemplars)
 
@@ -133,7 +142,7 @@ class ToyExactScorePrior(DiffusionPrior):
             )  # fmt: skip
         return self._banks[key]
 
-    def _bank_flat(self, bank: ExemplarBank, device: torch.device) -> Tensor:
+    def bank_flat(self, bank: ExemplarBank, device: torch.device) -> Tensor:
         """Bank images in prior space, flattened and on `device`. -> (N, 3 r r)"""
         key = (bank.scene.prompt, bank.n, str(device))
         if key not in self._flat:
@@ -169,7 +178,7 @@ class ToyExactScorePrior(DiffusionPrior):
 
     def _exemplars(self, bank: ExemplarBank, k: int, batch: dict[str, Any], bsz: int, device: torch.device) -> Tensor:
         """The k camera-nearest exemplars per sample (B, k, D), or all of them (N, D) when k == 0."""
-        flat = self._bank_flat(bank, device)
+        flat = self.bank_flat(bank, device)
         if k <= 0 or k >= bank.n:
             return flat
         cams = self._cameras(batch, bsz, k)
@@ -187,7 +196,7 @@ class ToyExactScorePrior(DiffusionPrior):
         banks = [self.bank(p, n) for p in cfg.uncond_prompts]
         key = ("\n".join(cfg.uncond_prompts), n, str(device))
         if key not in self._flat:
-            self._flat[key] = torch.cat([self._bank_flat(b, device) for b in banks])  # (S n, D)
+            self._flat[key] = torch.cat([self.bank_flat(b, device) for b in banks])  # (S n, D)
         flat = self._flat[key]
         k = cfg.k_nearest if cfg.k_nearest_uncond is None else cfg.k_nearest_uncond
         if k <= 0 or k >= n:
@@ -224,7 +233,8 @@ class ToyExactScorePrior(DiffusionPrior):
         x0 = posterior_mean(x_t.reshape(bsz, -1).float(), ex, abar)
         return x0.view_as(x_t).to(x_t.dtype)
 
-    def _eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+    def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """x_t (B, 3, r, r), t (B,), x0_hat (B, 3, r, r) -> eps_hat (B, 3, r, r)."""
         # Tweedie: E[eps | x_t] = (x_t - sqrt(abar) E[x_0 | x_t]) / sqrt(1 - abar)  (REFERENCE.md)
         abar = self.alphas_cumprod.to(x_t.device)[t.to(x_t.device).long()].float().view(-1, 1, 1, 1)
         return ((x_t.float() - abar.sqrt() * x0.float()) / (1.0 - abar).sqrt()).to(x_t.dtype)
@@ -239,8 +249,8 @@ class ToyExactScorePrior(DiffusionPrior):
         need_uncond: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """-> eps_cond (B, 3, r, r), eps_uncond (B, 3, r, r) or None."""
-        eps_c = self._eps_from_x0(x_t, t, self.predict_x0(x_t, t, condition, batch))
+        eps_c = self.eps_from_x0(x_t, t, self.predict_x0(x_t, t, condition, batch))
         if not need_uncond:
             return eps_c, None
-        eps_u = self._eps_from_x0(x_t, t, self.predict_x0(x_t, t, condition, batch, uncond=True))
+        eps_u = self.eps_from_x0(x_t, t, self.predict_x0(x_t, t, condition, batch, uncond=True))
         return eps_c, eps_u

@@ -45,6 +45,20 @@ def test_posterior_mean_matches_formula():
         assert torch.allclose(got_batched[b].double(), x0, atol=1e-5)
 
 
+
+def test_posterior_mean_with_log_weights():
+    """Weights w_i enter as log w_i added to the logits; integer weights equal repeating exemplars."""
+    torch.manual_seed(0)
+    ex = torch.randn(3, 12)
+    x_t = torch.randn(2, 12)
+    abar = torch.tensor([0.7, 0.2])
+    w = torch.tensor([1.0, 3.0, 2.0])
+    repeated = torch.cat([ex[0:1], ex[1:2].expand(3, -1), ex[2:3].expand(2, -1)])
+    want = posterior_mean(x_t, repeated, abar)
+    assert torch.allclose(posterior_mean(x_t, ex, abar, w.log()), want, atol=1e-5)
+    assert torch.allclose(posterior_mean(x_t, ex[None].expand(2, 3, 12), abar, w.log()[None].expand(2, 3) + 5.0), want, atol=1e-5)
+    assert not torch.allclose(posterior_mean(x_t, ex, abar), want, atol=1e-3)
+
 def test_prior_eps_and_x0_with_all_exemplars(tmp_path):
     prior = tiny_prior(tmp_path)
     cond = ToyPromptProcessor(ToyPromptProcessorConfig(prompt="a red sphere"))()

@@ -126,8 +126,11 @@ class Zero123(BaseSystem):
             raise ConfigError(
                 f"the zero123 system needs the single-image data module (data=single-image), got {type(datamodule).__name__}"
             )
-        rgb, camera = datamodule.reference_image()
-        self.guidance.set_reference(rgb.to(self.device), camera["elevation"], camera["azimuth"], camera["distance"])
+        rgb, _ = datamodule.reference_image()
+        self.guidance.set_reference(
+            rgb.to(self.device), datamodule.reference_elevation_deg, datamodule.reference_azimuth_deg,
+            datamodule.reference_camera_distance,
+        )
 
     # ---- a step ------------------------------------------------------------------------------
     def render(self, batch: dict[str, Any], shading: Optional[str] = None) -> dict[str, Tensor]:

@@ -70,3 +70,19 @@ def tiny_if_dir(tmp_path_factory) -> Path:
     from models.priors.tiny_pipelines import save_tiny_deepfloyd_if
 
     return save_tiny_deepfloyd_if(tmp_path_factory.mktemp("tiny-if"))
+
+
+@pytest.fixture(scope="session")
+def tiny_zero123_dir(tmp_path_factory) -> Path:
+    """A tiny random Zero-1-to-3 folder (real classes, latent space, diffusers layout), built once per session."""
+    from models.priors.tiny_pipelines import save_tiny_zero123
+
+    return save_tiny_zero123(tmp_path_factory.mktemp("tiny-zero123"))
+
+
+@pytest.fixture(scope="session")
+def tiny_stable_zero123_dir(tmp_path_factory) -> Path:
+    """The same with Stable Zero123's pose convention."""
+    from models.priors.tiny_pipelines import save_tiny_zero123
+
+    return save_tiny_zero123(tmp_path_factory.mktemp("tiny-stable-zero123"), pose_convention="stable-zero123")

@@ -12,6 +12,8 @@ condition of DreamFusion. Everything else is SDS (models/guidance/sds.py), uncha
 The reference view is given once, `set_reference(rgb, elevation, azimuth, distance)`, before training:
 the prior encodes it (CLIP embedding, VAE latent) and keeps it; each step's pose T comes from the target
 cameras of the camera batch (its `elevation`, `azimuth`, `distance` (B,)) against the reference camera.
+The stored view is not part of the guidance's state_dict (the prior is frozen and never checkpointed), so
+a system calls set_reference again whenever it builds the guidance, resumed runs included.
 The text-style `condition` argument of `forward` (what a system's prompt processor produces) is not
 used: the reference view is the condition. So this rule works with any prior that has
 `set_condition_image(rgb, elevation_deg, azimuth_deg, distance)` and reads the stored view when

@@ -115,8 +115,8 @@ def relative_pose(
     threestudio's zero123_guidance.py and stable_zero123_guidance.py (`get_cond`) write the first three
     entries identically (deg2rad((90 - elevation) - (90 - cond_elevation_deg)), sin / cos of
     deg2rad(azimuth - cond_azimuth_deg)); Stable Zero123 replaces the distance change by the cond view's
-    absolute polar angle, deg2rad(90 - cond_elevation_deg): it is told the elevation of the input view, the
-    ambiguity the original model had to guess. Azimuth enters only through sin / cos, so any two azimuths
+    absolute polar angle, deg2rad(90 - cond_elevation_deg) (Stability AI's "elevation conditioning": the
+    model is told the input view's elevation instead of inferring it). Azimuth enters only through sin / cos, so any two azimuths
     that differ by a multiple of 360 degrees give the same T (cond 170, target -170 is a change of +20).
     """
     check_pose_convention(convention)

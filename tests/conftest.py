@@ -86,3 +86,11 @@ def tiny_stable_zero123_dir(tmp_path_factory) -> Path:
     from models.priors.tiny_pipelines import save_tiny_zero123
 
     return save_tiny_zero123(tmp_path_factory.mktemp("tiny-stable-zero123"), pose_convention="stable-zero123")
+
+
+@pytest.fixture(scope="session")
+def toy_picture(tmp_path_factory) -> Path:
+    """A 64² RGBA picture of the red cube from elevation 15° at the toy camera (image-to-3D's input)."""
+    from models.priors.toy.picture import save_picture
+
+    return save_picture(tmp_path_factory.mktemp("toy-picture") / "red_cube_rgba.png", "a red cube", 15.0, size=64)

@@ -16,7 +16,8 @@ from framework.interfaces import Background, Geometry, Guidance, Material, Promp
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 METHODS = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base" and not p.stem.startswith("train-"))
 PRIOR_TRAININGS = sorted(p.stem for p in CONFIGS.glob("train-*.yaml"))
-TOY_METHODS = [m for m in METHODS if m.endswith(("-toy", "-toy-unet"))]
+TOY_METHODS = [m for m in METHODS if m.endswith(("-toy", "-toy-unet", "-toy-exact"))]
+IMAGE_METHODS = [m for m in METHODS if "zero123" in m]  # image-to-3D: a picture, no prompt
 SMALL = ["system.guidance.prior.n_exemplars=16", "system.guidance.prior.supersample=1"]
 
 
@@ -35,6 +36,7 @@ def test_there_are_method_configs():
 TINY_PIPELINES = {
     "models.priors.stable_diffusion.StableDiffusionPrior": "tiny_sd_dir",
     "models.priors.deepfloyd_if.DeepFloydIFPrior": "tiny_if_dir",
+    "models.priors.zero123.Zero123Prior": "tiny_zero123_dir",
 }
 
 
@@ -45,24 +47,31 @@ def test_method_composes_and_instantiates(method, tmp_path, request):
     # A later stage requires the earlier stage's checkpoint (null: start without it).
     if "system.geometry_convert_from" in missing_keys(cfg):
         overrides.append("system.geometry_convert_from=null")
+    image = method in IMAGE_METHODS
+    if image:
+        assert "data.image_path" in missing_keys(cfg)  # threestudio's habit: no default picture
+        overrides.append(f"data.image_path={request.getfixturevalue('toy_picture')}")
     prior = OmegaConf.select(cfg, "system.guidance.prior._target_")
     if prior in TINY_PIPELINES:
-        assert set(missing_keys(cfg)) <= {"system.prompt", "system.geometry_convert_from"}
-        tiny = request.getfixturevalue(TINY_PIPELINES[prior])
-        overrides += ["system.prompt=a red cube", f"system.guidance.prior.pretrained_model_name_or_path={tiny}",
-                      f"system.prompt_processor.cache_dir={tmp_path / 'text-cache'}"]
+        assert set(missing_keys(cfg)) <= {"system.prompt", "system.geometry_convert_from", "data.image_path"}
+        fixture = "tiny_stable_zero123_dir" if method == "stable-zero123" else TINY_PIPELINES[prior]
+        tiny = request.getfixturevalue(fixture)
+        overrides.append(f"system.guidance.prior.pretrained_model_name_or_path={tiny}")
+        if not image:
+            overrides += ["system.prompt=a red cube", f"system.prompt_processor.cache_dir={tmp_path / 'text-cache'}"]
         if OmegaConf.select(cfg, "system.guidance.lora_model_name_or_path"):  # VSD's second model
             overrides.append(f"system.guidance.lora_model_name_or_path={tiny}")
     cfg = compose_method(method, overrides)
     assert missing_keys(cfg) == [], f"{method} leaves required values unset"
-    for key in ("system.prompt", "trainer.max_steps", "seed"):
+    for key in ("data.image_path" if image else "system.prompt", "trainer.max_steps", "seed"):
         assert OmegaConf.select(cfg, key) is not None, f"{method} lacks the common key {key}"
     data = instantiate(cfg.data)
     assert data.train_dataset.sample()["rays_o"].shape[-1] == 3
     system = instantiate(cfg.system, run_dir=str(tmp_path))
     assert isinstance(system.geometry, Geometry) and isinstance(system.material, Material)
     assert isinstance(system.background, Background) and isinstance(system.renderer, Renderer)
-    assert isinstance(system.prompt_processor, PromptProcessor) and isinstance(system.guidance, Guidance)
+    assert isinstance(system.guidance, Guidance)
+    assert image or isinstance(system.prompt_processor, PromptProcessor)
 
 
 @pytest.mark.parametrize("config", PRIOR_TRAININGS)
@@ -118,7 +127,10 @@ def test_toy_methods_use_the_toy_presets(method):
     preset/toy-world, rather than a copy of them."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         choices = compose(config_name=method, return_hydra_config=True).hydra.runtime.choices
-    assert choices["data"] == "random-camera-toy", f"{method} does not use data: random-camera-toy"
+    if method in IMAGE_METHODS:  # one picture at a toy camera, random views at the toy view prior's cameras
+        assert choices["data"] == "single-image", f"{method} does not use data: single-image"
+    else:
+        assert choices["data"] == "random-camera-toy", f"{method} does not use data: random-camera-toy"
     assert choices.get("preset") == "toy-world", f"{method} does not use preset: toy-world"
     parts = {"system/background": "solid-color", "system/material": "toy-shading", "system/evaluator": "toy"}
     assert {group: choices[group] for group in parts} == parts

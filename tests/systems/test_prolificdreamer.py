@@ -53,7 +53,7 @@ def test_only_lora_and_camera_train_in_the_guidance_and_their_group_has_its_lr(t
     assert all(".lora_" in n or n.startswith("guidance.camera_embedding.") for n in trainable)
     optimizer = system.configure_optimizers()
     (group,) = [g for g in optimizer.param_groups if g["name"] == "guidance"]
-    assert group["lr"] == pytest.approx(1e-4)
+    assert group["lr"] == pytest.approx(1e-3)  # prolificdreamer-toy's (the published 1e-4 is prolificdreamer's)
     assert {id(p) for p in group["params"]} == {id(p) for p in system.guidance.trainable_parameters()}
 
 

@@ -34,13 +34,6 @@ SMALL_REAL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def red_cube_picture(tmp_path_factory) -> Path:
-    from models.priors.toy.picture import save_picture
-
-    return save_picture(tmp_path_factory.mktemp("pictures") / "red_cube_rgba.png", "a red cube", 15.0, size=64)
-
-
 def check_run(run_dir: Path) -> dict:
     for expected in ["ckpts/last.ckpt", "save/it2-val-0.png", "save/it2-test.mp4", "save/export/model.obj",
                      "save/export/texture_kd.png", "save/export/model.glb", "metrics.json"]:
@@ -52,10 +45,10 @@ def check_run(run_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("method, fixture", [("zero123", "tiny_zero123_dir"), ("stable-zero123", "tiny_stable_zero123_dir")])
-def test_two_steps_on_a_tiny_zero123_folder(method, fixture, request, red_cube_picture, tmp_path, toy_cache):
+def test_two_steps_on_a_tiny_zero123_folder(method, fixture, request, toy_picture, tmp_path, toy_cache):
     model = request.getfixturevalue(fixture)
     run_dir = tmp_path / method
-    result = launch(["--config-name", method, f"data.image_path={red_cube_picture}", *SHORT_RUN, *SMALL_REAL,
+    result = launch(["--config-name", method, f"data.image_path={toy_picture}", *SHORT_RUN, *SMALL_REAL,
                      f"system.guidance.prior.pretrained_model_name_or_path={model}", f"hydra.run.dir={run_dir}"], toy_cache)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = check_run(run_dir)
@@ -63,9 +56,9 @@ def test_two_steps_on_a_tiny_zero123_folder(method, fixture, request, red_cube_p
     assert str(model) in (run_dir / "configs/parsed.yaml").read_text()
 
 
-def test_two_steps_of_zero123_toy_are_scored(red_cube_picture, tmp_path, toy_cache):
+def test_two_steps_of_zero123_toy_are_scored(toy_picture, tmp_path, toy_cache):
     run_dir = tmp_path / "zero123-toy"
-    result = launch(["--config-name", "zero123-toy", f"data.image_path={red_cube_picture}", *SHORT_RUN,
+    result = launch(["--config-name", "zero123-toy", f"data.image_path={toy_picture}", *SHORT_RUN,
                      "system.geometry.isosurface_threshold=auto", "system.evaluator.scene=a red cube",
                      "system.evaluator.grid_resolution=48", "system.evaluator.n_surface_samples=5000",
                      f"hydra.run.dir={run_dir}"], toy_cache)
@@ -74,8 +67,8 @@ def test_two_steps_of_zero123_toy_are_scored(red_cube_picture, tmp_path, toy_cac
     assert 0.0 <= metrics["iou"] <= 1.0 and metrics["chamfer"] > 0
 
 
-def test_the_run_directory_is_named_after_the_picture(red_cube_picture, tmp_path, toy_cache):
-    result = launch(["--config-name", "zero123-toy", f"data.image_path={red_cube_picture}", "mode=bogus",
+def test_the_run_directory_is_named_after_the_picture(toy_picture, tmp_path, toy_cache):
+    result = launch(["--config-name", "zero123-toy", f"data.image_path={toy_picture}", "mode=bogus",
                      f"hydra.run.dir={tmp_path}/${{tag}}"], toy_cache, timeout=300)
     assert (tmp_path / "red_cube_rgba").is_dir(), result.stdout[-2000:] + result.stderr[-2000:]
 

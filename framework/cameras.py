@@ -107,6 +107,34 @@ def get_rays(c2w: Tensor, fovy_rad: Tensor, height: int, width: int) -> tuple[Te
     return rays_from_c2w(directions, c2w)
 
 
+def camera_batch(
+    c2w: Tensor,  # (B, 4, 4)
+    fovy_rad: Tensor,  # (B,)
+    elevation_deg: Tensor,  # (B,)
+    azimuth_deg: Tensor,  # (B,)
+    distance: Tensor,  # (B,)
+    camera_position: Tensor,  # (B, 3)
+    light_position: Tensor,  # (B, 3)
+    height: int,
+    width: int,
+) -> dict:
+    """The camera batch every data module yields (docs/architecture.md), with its rays."""
+    rays_o, rays_d = get_rays(c2w, fovy_rad, height, width)
+    return {
+        "c2w": c2w,
+        "fovy": fovy_rad,
+        "elevation": elevation_deg,
+        "azimuth": azimuth_deg,
+        "distance": distance,
+        "camera_position": camera_position,
+        "light_position": light_position,
+        "rays_o": rays_o,
+        "rays_d": rays_d,
+        "height": height,
+        "width": width,
+    }
+
+
 def projection_matrix(fovy_rad: Tensor, aspect: float, near: float = 0.01, far: float = 100.0) -> Tensor:
     """OpenGL perspective projection matrices (B, 4, 4) for rasterizers."""
     proj = torch.zeros(fovy_rad.shape[0], 4, 4, dtype=fovy_rad.dtype, device=fovy_rad.device)

@@ -18,7 +18,7 @@ from framework.base_system import BaseSystem, BaseSystemConfig
 from framework.config import instantiate
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.regularisers import REGULARISERS
-from models.geometry.surface_colour import rendered_surface_albedo
+from models.geometry.surface_colour import textured_isosurface
 from systems.frozen_guidance import drop_frozen_weights, restore_frozen_weights
 
 @dataclass
@@ -92,12 +92,7 @@ class DreamFusion(BaseSystem):
 
     # ---- export ------------------------------------------------------------------------------
     def export_mesh(self) -> tuple[Mesh, Callable[[Tensor], Tensor]]:
-        mesh = self.geometry.isosurface()
-
-        def albedo(points: Tensor) -> Tensor:
-            return rendered_surface_albedo(self.geometry, self.material, points)
-
-        return mesh, albedo
+        return textured_isosurface(self.geometry, self.material)
 
     # ---- checkpoints hold the 3D model (and the guidance's trainable part), not the frozen prior --
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ from framework.base_system import BaseSystem, BaseSystemConfig
 from framework.config import ConfigError, instantiate
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.regularisers import opacity_entropy_loss, orientation_loss, sparsity_loss
-from models.geometry.surface_colour import rendered_surface_albedo
+from models.geometry.surface_colour import textured_isosurface
 from systems.frozen_guidance import drop_frozen_weights, restore_frozen_weights
 
 SHADINGS = ("albedo", "diffuse", "textureless")
@@ -180,12 +180,7 @@ class Zero123(BaseSystem):
 
     # ---- export ------------------------------------------------------------------------------
     def export_mesh(self) -> tuple[Mesh, Callable[[Tensor], Tensor]]:
-        mesh = self.geometry.isosurface()
-
-        def albedo(points: Tensor) -> Tensor:
-            return rendered_surface_albedo(self.geometry, self.material, points)
-
-        return mesh, albedo
+        return textured_isosurface(self.geometry, self.material)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

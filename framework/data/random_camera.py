@@ -136,20 +136,7 @@ class RandomCameraIterableDataset(IterableDataset):
         up = torch.tensor([0.0, 0.0, 1.0]) + torch.randn(n, 3, generator=self.generator) * cfg.up_perturb
         c2w = cameras.look_at(position, center, up)
         light = self._sample_light(position)
-        rays_o, rays_d = cameras.get_rays(c2w, fovy, height, width)
-        return {
-            "c2w": c2w,
-            "fovy": fovy,
-            "elevation": elevation,
-            "azimuth": azimuth,
-            "distance": distance,
-            "camera_position": position,
-            "light_position": light,
-            "rays_o": rays_o,
-            "rays_d": rays_d,
-            "height": height,
-            "width": width,
-        }
+        return cameras.camera_batch(c2w, fovy, elevation, azimuth, distance, position, light, height, width)
 
     def _sample_elevation(self, n: int) -> torch.Tensor:
         low, high = self.cfg.elevation_range
@@ -199,23 +186,12 @@ class TurntableDataset(Dataset):
         cfg = self.cfg
         c2w = self.views["c2w"][index : index + 1]
         fovy = self.views["fovy"][index : index + 1]
-        rays_o, rays_d = cameras.get_rays(c2w, fovy, cfg.eval_height, cfg.eval_width)
         position = c2w[:, :3, 3]
         light = position.clone() if cfg.light_sample_strategy == "headlight" else F.normalize(position, dim=-1) * 1.5
-        return {
-            "index": index,
-            "c2w": c2w,
-            "fovy": fovy,
-            "elevation": self.views["elevation"][index : index + 1],
-            "azimuth": self.views["azimuth"][index : index + 1],
-            "distance": self.views["distance"][index : index + 1],
-            "camera_position": position,
-            "light_position": light,
-            "rays_o": rays_o,
-            "rays_d": rays_d,
-            "height": cfg.eval_height,
-            "width": cfg.eval_width,
-        }
+        views = {k: self.views[k][index : index + 1] for k in ("elevation", "azimuth", "distance")}
+        batch = cameras.camera_batch(c2w, fovy, views["elevation"], views["azimuth"], views["distance"], position, light,
+                                     cfg.eval_height, cfg.eval_width)
+        return {"index": index, **batch}
 
 
 class RandomCameraDataModule(pl.LightningDataModule):

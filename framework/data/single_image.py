@@ -95,20 +95,7 @@ def reference_camera(cfg: SingleImageDataConfig, height: int, width: int) -> dic
         light = position.clone()
     else:
         light = F.normalize(position, dim=-1) * float(cfg.default_light_distance)
-    rays_o, rays_d = cameras.get_rays(c2w, fovy, height, width)
-    return {
-        "c2w": c2w,
-        "fovy": fovy,
-        "elevation": elevation,
-        "azimuth": azimuth,
-        "distance": distance,
-        "camera_position": position,
-        "light_position": light,
-        "rays_o": rays_o,
-        "rays_d": rays_d,
-        "height": height,
-        "width": width,
-    }
+    return cameras.camera_batch(c2w, fovy, elevation, azimuth, distance, position, light, height, width)
 
 
 def image_entries(image: ReferenceImage) -> dict[str, Tensor]:

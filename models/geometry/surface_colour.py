@@ -8,11 +8,13 @@ same alpha compositing as the renderer (NeRF eq. 3).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from framework.interfaces import Geometry, Material
+from framework.interfaces import Geometry, Material, Mesh
 
 
 @torch.no_grad()
@@ -45,3 +47,9 @@ def rendered_surface_albedo(
         composite = (weights[..., None] * albedo).sum(dim=1) / total.clamp_min(1e-6)
         out.append(torch.where(total > 0.05, composite, at_point))
     return torch.cat(out)
+
+
+def textured_isosurface(geometry: Geometry, material: Material) -> tuple[Mesh, Callable[[Tensor], Tensor]]:
+    """A density field's exported mesh and its albedo function (points (N, 3) -> (N, 3)): what a NeRF
+    system's `export_mesh` returns."""
+    return geometry.isosurface(), lambda points: rendered_surface_albedo(geometry, material, points)

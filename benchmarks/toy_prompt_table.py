@@ -28,24 +28,28 @@ from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS  # noqa: E402
 from models.priors.toy.training.train_text_prior import TRAINED_SINGLES  # noqa: E402
 
 
-def run_one(config: str, prompt: str, out_root: Path, overrides: list[str]) -> dict[str, float]:
-    run_dir = out_root / prompt.replace(" ", "_")
+def run_launch(config: str, run_dir: Path, overrides: list[str]) -> dict[str, float]:
+    """One launch.py run into run_dir (emptied first) -> its metrics.json plus wall_seconds (or failed)."""
     # A run into an old run's folder would sit beside its checkpoints (Lightning names the new ones
     # last-v1.ckpt, ...), and resume=<run>/ckpts/last.ckpt would then pick up the old run's weights.
     shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, str(REPO / "launch.py"), "--config-name", config, f"system.prompt={prompt}",
-         f"hydra.run.dir={run_dir}", "trainer.enable_progress_bar=false", *overrides],
+        [sys.executable, str(REPO / "launch.py"), "--config-name", config, f"hydra.run.dir={run_dir}",
+         "trainer.enable_progress_bar=false", *overrides],
         cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
     )
     wall = time.perf_counter() - start
     if result.returncode != 0:
-        print(f"{prompt}: failed\n{result.stderr[-2000:]}", file=sys.stderr)
+        print(f"{run_dir.name}: failed\n{result.stderr[-2000:]}", file=sys.stderr)
         return {"wall_seconds": wall, "failed": 1.0}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["wall_seconds"] = wall
     return metrics
+
+
+def run_one(config: str, prompt: str, out_root: Path, overrides: list[str]) -> dict[str, float]:
+    return run_launch(config, out_root / prompt.replace(" ", "_"), [f"system.prompt={prompt}", *overrides])
 
 
 def main() -> None:

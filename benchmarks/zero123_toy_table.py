@@ -6,18 +6,14 @@ elevation (models/priors/toy/picture.py, 256², azimuth 0, the toy camera), then
         [--prompts "a red cube,a blue cone"] [--parallel 2] [--out DIR] [override ...]
 
 The default prompts are TOYWORLD.md's five held-out single shapes (one colour each) and one composite.
-Each run gets OMP_NUM_THREADS=1 so `--parallel` runs share the cores evenly. Prints figures; asserts nothing.
+Runs as benchmarks/toy_prompt_table.py runs them (OMP_NUM_THREADS=1 each, so `--parallel` runs share the
+cores evenly). Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,28 +23,17 @@ sys.path.insert(0, str(REPO))
 from models.priors.toy.picture import save_picture  # noqa: E402
 from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from toy_prompt_table import run_launch  # noqa: E402
+
 COMPOSITE = "a red sphere on top of a blue cube"
 
 
 def run_one(config: str, prompt: str, elevation: float, out_root: Path, overrides: list[str]) -> dict[str, float]:
     name = f"{prompt.replace(' ', '_')}@{elevation:g}"
-    run_dir = out_root / name
-    shutil.rmtree(run_dir, ignore_errors=True)  # never a run beside an old run's checkpoints
     picture = save_picture(out_root / "pictures" / f"{name}_rgba.png", prompt, elevation, size=256)
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, str(REPO / "launch.py"), "--config-name", config, f"data.image_path={picture}",
-         f"data.default_elevation_deg={elevation}", f"system.evaluator.scene={prompt}", f"hydra.run.dir={run_dir}",
-         "trainer.enable_progress_bar=false", *overrides],
-        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-    )
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        print(f"{name}: failed\n{result.stderr[-2000:]}", file=sys.stderr)
-        return {"wall_seconds": wall, "failed": 1.0}
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics["wall_seconds"] = wall
-    return metrics
+    return run_launch(config, out_root / name, [f"data.image_path={picture}", f"data.default_elevation_deg={elevation}",
+                                                f"system.evaluator.scene={prompt}", *overrides])
 
 
 def main() -> None:

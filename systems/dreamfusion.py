@@ -19,7 +19,7 @@ from framework.config import instantiate
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.regularisers import REGULARISERS
 from models.geometry.surface_colour import textured_isosurface
-from systems.frozen_guidance import drop_frozen_weights, restore_frozen_weights
+from systems.frozen_guidance import FrozenGuidanceCheckpoints
 
 @dataclass
 class DreamFusionConfig(BaseSystemConfig):
@@ -34,7 +34,7 @@ class DreamFusionConfig(BaseSystemConfig):
     guidance: Any = MISSING
 
 
-class DreamFusion(BaseSystem):
+class DreamFusion(FrozenGuidanceCheckpoints, BaseSystem):
     def __init__(self, cfg: DreamFusionConfig, run_dir: Optional[str] = None):
         super().__init__(cfg, run_dir)
         self.geometry = instantiate(cfg.geometry)
@@ -93,10 +93,3 @@ class DreamFusion(BaseSystem):
     # ---- export ------------------------------------------------------------------------------
     def export_mesh(self) -> tuple[Mesh, Callable[[Tensor], Tensor]]:
         return textured_isosurface(self.geometry, self.material)
-
-    # ---- checkpoints hold the 3D model (and the guidance's trainable part), not the frozen prior --
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        drop_frozen_weights(self.guidance, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        restore_frozen_weights(self, checkpoint)

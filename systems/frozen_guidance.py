@@ -2,7 +2,7 @@
 
 A frozen diffusion prior is gigabytes that its own files already hold; saving it per run would
 multiply disk use and slow every checkpoint. Every system with a guidance calls these two from its
-`on_save_checkpoint` / `on_load_checkpoint`.
+`on_save_checkpoint` / `on_load_checkpoint` (`FrozenGuidanceCheckpoints` adds both hooks).
 """
 from __future__ import annotations
 
@@ -34,3 +34,14 @@ def restore_frozen_weights(system: nn.Module, checkpoint: dict[str, Any]) -> Non
     for key, value in system.state_dict().items():
         if key.startswith(FROZEN_PREFIXES):
             state.setdefault(key, value)
+
+
+class FrozenGuidanceCheckpoints:
+    """Mixin (before the LightningModule base) for a system with a `guidance`: its checkpoints hold
+    the trainable part only, and loading one fills the frozen part from the system."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        drop_frozen_weights(self.guidance, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_frozen_weights(self, checkpoint)

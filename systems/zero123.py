@@ -34,7 +34,7 @@ from framework.config import ConfigError, instantiate
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.regularisers import opacity_entropy_loss, orientation_loss, sparsity_loss
 from models.geometry.surface_colour import textured_isosurface
-from systems.frozen_guidance import drop_frozen_weights, restore_frozen_weights
+from systems.frozen_guidance import FrozenGuidanceCheckpoints
 
 SHADINGS = ("albedo", "diffuse", "textureless")
 REFERENCE_LOSSES = ("rgb", "mask", "depth", "normal")
@@ -93,7 +93,7 @@ def normal_loss(comp_normal: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return 1.0 - F.cosine_similarity(pred, target[inside].to(pred), dim=-1).mean()
 
 
-class Zero123(BaseSystem):
+class Zero123(FrozenGuidanceCheckpoints, BaseSystem):
     def __init__(self, cfg: Zero123Config, run_dir: Optional[str] = None):
         super().__init__(cfg, run_dir)
         if cfg.reference_shading is not None and cfg.reference_shading not in SHADINGS:
@@ -181,10 +181,3 @@ class Zero123(BaseSystem):
     # ---- export ------------------------------------------------------------------------------
     def export_mesh(self) -> tuple[Mesh, Callable[[Tensor], Tensor]]:
         return textured_isosurface(self.geometry, self.material)
-
-    # ---- checkpoints ---------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        drop_frozen_weights(self.guidance, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        restore_frozen_weights(self, checkpoint)

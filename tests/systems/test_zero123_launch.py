@@ -81,3 +81,14 @@ def test_a_bad_picture_stops_before_training(tmp_path, toy_cache):
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stderr and str(bad) in result.stderr
     assert not (tmp_path / "run" / "ckpts").exists()
+
+
+@pytest.mark.parametrize("method", ["zero123", "stable-zero123"])
+def test_missing_weights_stop_the_run_quickly_with_the_fix(method, toy_picture, tmp_path, toy_cache):
+    name = "nobody-here/not-a-zero123"
+    result = launch(["--config-name", method, f"data.image_path={toy_picture}",
+                     f"system.guidance.prior.pretrained_model_name_or_path={name}", f"hydra.run.dir={tmp_path / 'run'}"],
+                    toy_cache, timeout=120)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert name in result.stderr and "hf download" in result.stderr and "pretrained_model_name_or_path=" in result.stderr

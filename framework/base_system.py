@@ -114,6 +114,13 @@ class BaseSystem(pl.LightningModule):
             datamodule.update_step(self.global_step)
         self.update_step(self.global_step)
 
+    def logged_guidance_losses(self, guidance_out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A guidance's output -> its loss_<name> terms; its other entries (diagnostics) are logged."""
+        for key, value in guidance_out.items():
+            if not key.startswith("loss_"):
+                self.log(f"train/guidance_{key}", float(value), on_step=True, on_epoch=False)
+        return {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self.render(batch)
         losses = self.compute_losses(batch, out)

@@ -77,11 +77,7 @@ class DreamFusion(FrozenGuidanceCheckpoints, BaseSystem):
 
     def guidance_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
         """The guidance's loss_<name> terms on the render; its diagnostics are logged."""
-        guidance_out = self.guidance(self.guidance_input(out), self.prompt_processor(), batch)
-        for key, value in guidance_out.items():
-            if not key.startswith("loss_"):
-                self.log(f"train/guidance_{key}", float(value), on_step=True, on_epoch=False)
-        return {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
+        return self.logged_guidance_losses(self.guidance(self.guidance_input(out), self.prompt_processor(), batch))
 
     def compute_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
         losses = self.guidance_losses(batch, out)

@@ -137,11 +137,7 @@ class Zero123(FrozenGuidanceCheckpoints, BaseSystem):
         return self.renderer(batch["rays_o"], batch["rays_d"], batch["light_position"], shading=shading)
 
     def compute_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
-        guidance_out = self.guidance(out["comp_rgb"], None, batch)
-        for key, value in guidance_out.items():
-            if not key.startswith("loss_"):
-                self.log(f"train/guidance_{key}", float(value), on_step=True, on_epoch=False)
-        losses = {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
+        losses = self.logged_guidance_losses(self.guidance(out["comp_rgb"], None, batch))
         reference = batch["reference"]
         ref_out = self.render(reference, shading=self.cfg.reference_shading)
         losses.update(self.reference_losses(reference, ref_out))

@@ -82,10 +82,11 @@ def tiny_zero123_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_stable_zero123_dir(tmp_path_factory) -> Path:
-    """The same with Stable Zero123's pose convention."""
+    """The same with Stable Zero123's pose convention, in DreamGaussian's clip_camera_projection/ layout."""
     from models.priors.tiny_pipelines import save_tiny_zero123
 
-    return save_tiny_zero123(tmp_path_factory.mktemp("tiny-stable-zero123"), pose_convention="stable-zero123")
+    return save_tiny_zero123(tmp_path_factory.mktemp("tiny-stable-zero123"), pose_convention="stable-zero123", seed=1,
+                             projection="clip_camera_projection")
 
 
 @pytest.fixture(scope="session")

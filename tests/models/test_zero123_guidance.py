@@ -16,7 +16,6 @@ from framework.config import ConfigError, instantiate
 from models.guidance.rule import timestep_bounds
 from models.guidance.zero123 import Zero123Guidance, Zero123GuidanceConfig
 from models.priors.base import DiffusionPrior
-from models.priors.tiny_pipelines import save_tiny_zero123
 from models.priors.zero123 import Zero123Prior, Zero123PriorConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,12 +25,10 @@ R = math.radians
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny-zero123-guidance")
-    return {
-        "zero123": save_tiny_zero123(root / "zero123", "zero123", seed=0),
-        "stable-zero123": save_tiny_zero123(root / "stable", "stable-zero123", seed=1, projection="clip_camera_projection"),
-    }
+def folders(tiny_zero123_dir, tiny_stable_zero123_dir) -> dict[str, Path]:
+    """The session's tiny folders (tests/conftest.py): Zero-1-to-3 with cc_projection/, Stable Zero123 with
+    DreamGaussian's clip_camera_projection/, so both layouts load."""
+    return {"zero123": tiny_zero123_dir, "stable-zero123": tiny_stable_zero123_dir}
 
 
 def guidance_for(folder: Path, convention: str, **kw) -> Zero123Guidance:

@@ -12,7 +12,6 @@ import torch
 
 from framework.config import ConfigError
 from models.priors.hf_loading import MissingWeightsError
-from models.priors.tiny_pipelines import save_tiny_zero123
 from models.priors.zero123 import (
     CCProjection,
     CLIPCameraProjection,
@@ -69,12 +68,10 @@ def test_unknown_pose_convention_is_a_config_error_naming_the_choices(tmp_path):
 
 # ---- the tiny folders -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny-zero123")
-    return {
-        "zero123": save_tiny_zero123(root / "zero123", "zero123", seed=0),
-        "stable-zero123": save_tiny_zero123(root / "stable", "stable-zero123", seed=1, projection="clip_camera_projection"),
-    }
+def folders(tiny_zero123_dir, tiny_stable_zero123_dir) -> dict[str, Path]:
+    """The session's tiny folders (tests/conftest.py): Zero-1-to-3 with cc_projection/, Stable Zero123 with
+    DreamGaussian's clip_camera_projection/, so both layouts load."""
+    return {"zero123": tiny_zero123_dir, "stable-zero123": tiny_stable_zero123_dir}
 
 
 def load(folder: Path, convention: str) -> Zero123Prior:

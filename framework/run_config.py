@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
+from framework.value_checks import at_least, check_fields, either, one_of
+
 MODES = ("train", "validate", "test", "export")
 
 
@@ -29,6 +31,22 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     """'ddp' on several GPUs: each rank draws its own cameras."""
+    max_nonfinite_steps: int = 20
+    """Stop the run after this many steps in a row whose loss or gradient was NaN/Inf (each such step is
+    skipped: the parameters stay as they were)."""
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            max_steps=at_least(1),
+            val_check_interval=at_least(1),
+            log_every_n_steps=at_least(1),
+            num_sanity_val_steps=at_least(0),
+            num_nodes=at_least(1),
+            devices=either(at_least(1), one_of("auto", -1)),
+            accelerator=one_of("auto", "cpu", "gpu", "cuda", "mps"),
+            max_nonfinite_steps=at_least(1),
+        )
 
 
 @dataclass
@@ -37,6 +55,9 @@ class CheckpointConfig:
     save_last: bool = True
     save_top_k: int = -1
     """Keep every periodic checkpoint (-1) or only the last k."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, every_n_train_steps=at_least(1), save_top_k=at_least(-1))
 
 
 @dataclass
@@ -61,8 +82,14 @@ class RunConfig:
     """A checkpoint: train continues from it (optimizer, step); validate/test/export evaluate it."""
     weights: Optional[str] = None
     """A checkpoint whose model weights initialise a new run (no optimizer state, step 0)."""
+    partial_weights: bool = False
+    """Let `weights=` fill only part of the model (e.g. another method's geometry); the loaded fraction is
+    printed. Off: every parameter must be found in the checkpoint with its shape."""
     data: Any = MISSING
     system: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self, mode=one_of(*MODES))

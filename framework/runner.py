@@ -21,14 +21,13 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from framework.callbacks import ConfigSnapshot, LossProgressBar
 from framework.config import ConfigError, check_missing, instantiate
 from framework.interfaces import RunnableSystem
-from framework.run_config import MODES
+from framework.value_checks import check_config_values
 
 
 def check_run_config(cfg: DictConfig) -> None:
     """Everything that can be checked before anything heavy is built."""
     check_missing(cfg)
-    if cfg.mode not in MODES:
-        raise ConfigError(f"mode={cfg.mode!r} is not one of {', '.join(MODES)}")
+    check_config_values(cfg)
     if cfg.mode != "train" and not cfg.resume:
         raise ConfigError(f"mode={cfg.mode} evaluates a trained model: also pass resume=<path to a .ckpt>")
     for key in ("resume", "weights"):

@@ -4,20 +4,26 @@
     python launch.py --config-name dreamfusion-toy mode=export resume=outputs/.../ckpts/last.ckpt
     python launch.py --config-name dreamfusion-toy -m system.prompt="a red cube","a green cone"
 
-The run directory outputs/<name>/<tag>@<timestamp>/ is Hydra's output directory (configs/base.yaml).
+The run directory outputs/<name>/<tag>@<timestamp>/ is Hydra's output directory (configs/base.yaml),
+claimed exclusively (framework/run_directory.py). Exit codes: framework/errors.py.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from framework.config import UserError
+from framework import run_directory
+from framework.errors import EXIT_CRASH, EXIT_DONE, EXIT_USER_INPUT, TrainingFailed, UserError
 from framework.runner import run
 from systems.schemas import register_schemas
 
@@ -43,32 +49,91 @@ register_schemas()
 if not OmegaConf.has_resolver("slug"):
     OmegaConf.register_new_resolver("slug", slug)
     OmegaConf.register_new_resolver("prompt_tag", prompt_tag)
+    # cached: Hydra may resolve the run directory more than once; it must be claimed once
+    OmegaConf.register_new_resolver("unique_dir", run_directory.claim, use_cache=True)
 
 
-@hydra.main(config_path="configs", config_name="dreamfusion-toy", version_base="1.3")
+# absolute, so the config folder is found when launch is imported as a module too (tests call cli)
+@hydra.main(config_path=str(Path(__file__).resolve().parent / "configs"), config_name="dreamfusion-toy", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        run(cfg, HydraConfig.get().runtime.output_dir)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        run(cfg, run_dir)
+    except (UserError, TrainingFailed) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        if isinstance(error, UserError) and run_directory.discard_if_unused(run_dir):
+            print(f"(the run directory {run_dir} was removed: the run had not started)", file=sys.stderr)
+        else:
+            run_directory.write_status(run_dir, "failed", exit_code=error.exit_code, error=str(error).splitlines()[0])
+        sys.exit(error.exit_code)
+    except BaseException as error:  # a crash or a kill: the traceback is printed by the caller
+        if run_dir.is_dir():
+            run_directory.write_status(run_dir, "failed", exit_code=EXIT_CRASH, error=repr(error)[:300])
+        raise
+    run_directory.write_status(run_dir, "done", exit_code=EXIT_DONE)
 
 
 def check_output_root(argv: list[str]) -> None:
     """Hydra creates the run directory before any of our code runs; check its place first so an
-    unwritable one is a clear error rather than a traceback."""
-    wanted = [a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
-    for target in wanted or ["outputs"]:
+    unwritable one, or one that already holds another run, is a clear error rather than a traceback
+    or a mixed folder."""
+    named = {k: a.split("=", 1)[1] for a in argv for k in ("hydra.run.dir", "hydra.sweep.dir") if a.startswith(k + "=")}
+    for target in list(named.values()) or ["outputs"]:
         path = Path(target).absolute()
         while not path.exists():
             path = path.parent
         if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
-            sys.exit(
-                f"error: cannot create the run directory {target}: {path} is not a writable directory. "
+            raise UserError(
+                f"cannot create the run directory {target}: {path} is not a writable directory. "
                 "Run from a writable folder or choose one with hydra.run.dir=<dir>."
             )
+    if "hydra.run.dir" in named and run_directory.holds_a_run(Path(named["hydra.run.dir"])):
+        raise UserError(
+            f"hydra.run.dir={named['hydra.run.dir']} already holds a run (checkpoints, images or logs); a new run "
+            "there would mix the two. Choose a new directory, or leave hydra.run.dir out to get a fresh "
+            "outputs/<name>/<tag>@<time>/; to continue that run pass resume=<its ckpts/last.ckpt>."
+        )
+
+
+def describe_hydra_error(error: Exception) -> str:
+    """Hydra's composition error as one message, with the cause and a fix. Hydra's own advice for an
+    unknown key (`+key=...`) is replaced: that key would be refused before training anyway."""
+    cause = error.__cause__
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "object_type", None) is not None:
+        key, schema = cause.full_key, cause.object_type
+        fields = sorted(getattr(schema, "__dataclass_fields__", {}))
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], fields, n=1)
+        hint = f"did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}? " if close else ""
+        return f"{key} is not a key of {schema.__name__}: {hint}Its keys are {', '.join(fields)}."
+    lines = [line for line in str(error).splitlines() if not line.startswith("To append to your config use")]
+    if isinstance(cause, OmegaConfBaseException):
+        lines += [line for line in str(cause).splitlines() if line.strip()]
+    return "\n".join(lines)
+
+
+def cli(argv: list[str]) -> int:
+    """launch.py's whole command line -> its exit code (framework/errors.py). In-process callable (tests)."""
+    try:
+        check_output_root(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    # Hydra then raises what it would print, so composition errors get the message above and exit 2,
+    # and crashes keep their whole traceback.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    GlobalHydra.instance().clear()
+    saved_argv, sys.argv = sys.argv, [sys.argv[0] if sys.argv else "launch.py", *argv]  # hydra.main reads sys.argv
+    try:
+        main()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (EXIT_DONE if stop.code is None else EXIT_CRASH)
+    except (HydraException, OmegaConfBaseException) as error:
+        print(f"error: {describe_hydra_error(error)}", file=sys.stderr)
+        return EXIT_USER_INPUT
+    finally:
+        sys.argv = saved_argv
+    return EXIT_DONE
 
 
 if __name__ == "__main__":
-    check_output_root(sys.argv[1:])
-    main()
+    sys.exit(cli(sys.argv[1:]))

@@ -57,6 +57,19 @@ def is_watertight(mesh: Mesh) -> bool:
     return bool(tm.is_watertight)
 
 
+def scene_warning(opacity: Tensor, step: int) -> str | None:
+    """A collapsed or exploded scene, told at the validation that sees it, not after the last step.
+    opacity: every validation pixel's accumulated opacity (flattened)."""
+    mean, filled = float(opacity.mean()), float((opacity > 0.99).float().mean())
+    if mean < 1e-3:
+        return (f"step {step}: the scene is empty (mean opacity of the validation views {mean:.2g}); nothing will "
+                "be exported. The learning rate may be too high or the density bias too low.")
+    if filled > 0.98:
+        return (f"step {step}: the density fills the validation views ({filled:.0%} of pixels opaque); the scene "
+                "has exploded. Lower the learning rate (system.optimizer.lr) or raise the sparsity weight.")
+    return None
+
+
 class BaseSystem(pl.LightningModule):
     def __init__(self, cfg: BaseSystemConfig, run_dir: str | None = None):
         super().__init__()
@@ -64,6 +77,8 @@ class BaseSystem(pl.LightningModule):
         self.run_dir = Path(run_dir) if run_dir is not None else Path(".")
         self._test_frames: list[np.ndarray] = []
         self.metrics: dict[str, float] = {}
+        self.loss_terms: dict[str, float] = {}
+        self._val_opacity: list[Tensor] = []
 
     # ---- what a method provides -------------------------------------------------------------
     def owned_components(self) -> list[Component]:
@@ -125,6 +140,7 @@ class BaseSystem(pl.LightningModule):
         out = self.render(batch)
         losses = self.compute_losses(batch, out)
         total, logged = self.loss_weights.combine(losses, self.global_step)
+        self.loss_terms = {k: v for k, v in logged.items() if k.startswith("loss_")}  # read by NonFiniteGuard
         for key, value in logged.items():
             self.log(f"train/{key}", value, prog_bar=key.startswith("loss_"), on_step=True, on_epoch=False)
         self.log("train/loss", total.detach(), prog_bar=False, on_step=True, on_epoch=False)
@@ -135,7 +151,18 @@ class BaseSystem(pl.LightningModule):
         out = self.render(batch)
         if self.trainer.sanity_checking:
             return
+        self._val_opacity.append(out["opacity"].detach().float().cpu().flatten())
         self._save_image(f"it{self.global_step}-val-{batch['index']}.png", self._visual(out))
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_opacity = []
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_opacity and self.trainer.is_global_zero:
+            warning = scene_warning(torch.cat(self._val_opacity), self.global_step)
+            if warning:
+                print(f"\nwarning: {warning}", flush=True)
+        self._val_opacity = []
 
     @torch.no_grad()
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:

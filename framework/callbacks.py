@@ -1,4 +1,6 @@
-"""Lightning callbacks every run uses: the config snapshot and a progress bar with the losses."""
+"""Lightning callbacks every run uses: the config snapshot and a progress bar with the losses.
+
+(framework/nonfinite_guard.py holds the guard against NaN steps; framework/checkpoints.py the atomic writes.)"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +9,8 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import TQDMProgressBar
+
+from framework.checkpoints import RUN_RECORD_KEY, run_record
 
 
 class ConfigSnapshot(pl.Callback):
@@ -24,6 +28,10 @@ class ConfigSnapshot(pl.Callback):
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.cfg, self.path, resolve=True)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Each checkpoint names the run that wrote it (method, config), so loading it elsewhere is checked."""
+        checkpoint[RUN_RECORD_KEY] = run_record(self.cfg)
 
 
 class LossProgressBar(TQDMProgressBar):

@@ -23,14 +23,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-
-class UserError(Exception):
-    """A problem with the user's input (config, prompt, files, weights); the message names the
-    problem and the fix. launch.py prints it without a traceback."""
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration problem, with the key and the fix in its message."""
+from framework.errors import ConfigError, UserError  # noqa: F401  (re-exported: most modules import them from here)
 
 
 def to_dataclass(node: Any) -> Any:

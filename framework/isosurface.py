@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from framework.config import UserError
+from framework.errors import TrainingFailed
 from framework.interfaces import Mesh
 
 
-class EmptySurfaceError(UserError, ValueError):
-    """The field does not cross the isosurface threshold: there is nothing to mesh at that level."""
+class EmptySurfaceError(TrainingFailed, ValueError):
+    """The field does not cross the isosurface threshold: there is nothing to mesh at that level (a run
+    ends with exit code 3, its checkpoints kept for another threshold)."""
 
 __all__ = ["grid_points", "marching_cubes", "extract_isosurface", "remove_small_components", "enclosed_cavities"]
 

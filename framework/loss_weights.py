@@ -13,12 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from framework.config import ConfigError, UserError
+from framework.config import ConfigError
 from framework.schedule import Schedule
-
-
-class NonFiniteLossError(UserError, FloatingPointError):
-    """A loss term became NaN or infinite."""
 
 
 class LossWeights:
@@ -48,25 +44,19 @@ class LossWeights:
         return name in self.schedules and not self.schedules[name].is_zero
 
     def combine(self, losses: Mapping[str, Tensor], step: int) -> tuple[Tensor, dict[str, float]]:
-        """sum_name lambda_name(step) * loss_name -> (total, {name: value, lambda_name: weight})."""
+        """sum_name lambda_name(step) * loss_name -> (total, {name: value, lambda_name: weight}).
+
+        A non-finite term with a non-zero weight makes the total non-finite; the step is then skipped
+        by framework/nonfinite_guard.py, which names the term. A zero-weighted term is left out."""
         total: Tensor | None = None
         logged: dict[str, float] = {}
-        bad = []
         for key, value in losses.items():
             name = key[len("loss_") :]
             w = self.weight(name, step)
-            if not torch.isfinite(value).all():
-                bad.append(key)
             logged[key] = float(value.detach())
             logged[f"lambda_{name}"] = w
             if w != 0.0:
                 total = value * w if total is None else total + value * w
-        if bad:
-            raise NonFiniteLossError(
-                f"non-finite loss at step {step}: {', '.join(bad)} = "
-                f"{', '.join(str(logged[b]) for b in bad)}. Try a lower learning rate, a smaller "
-                "guidance scale, or system.guidance.grad_clip; the checkpoints already written are kept."
-            )
         if total is None:
             raise ConfigError(f"every loss weight is zero at step {step}: nothing to optimise")
         return total, logged

@@ -19,8 +19,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from framework.callbacks import ConfigSnapshot, LossProgressBar
+from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
+from framework.errors import TrainingFailed
 from framework.interfaces import RunnableSystem
+from framework.nonfinite_guard import NonFiniteGuard
 from framework.value_checks import check_config_values
 
 
@@ -30,10 +33,19 @@ def check_run_config(cfg: DictConfig) -> None:
     check_config_values(cfg)
     if cfg.mode != "train" and not cfg.resume:
         raise ConfigError(f"mode={cfg.mode} evaluates a trained model: also pass resume=<path to a .ckpt>")
+    if cfg.resume and cfg.weights:
+        raise ConfigError("pass resume= (continue a run) or weights= (start a new run from its model), not both")
+
+
+def read_checkpoints(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Every checkpoint the run names, read and checked to be of this method, before anything heavy is built."""
+    found = {}
     for key in ("resume", "weights"):
-        path = cfg.get(key)
-        if path and not Path(path).is_file():
-            raise ConfigError(f"{key}={path}: no such checkpoint file (runs keep theirs in outputs/<name>/<run>/ckpts/)")
+        if cfg.get(key):
+            checkpoint = read_checkpoint(cfg[key], key)
+            check_method(checkpoint, Path(cfg[key]), key, cfg, allow_other=key == "weights" and cfg.partial_weights)
+            found[key] = checkpoint
+    return found
 
 
 def check_writable(run_dir: Path) -> None:
@@ -49,12 +61,16 @@ def check_writable(run_dir: Path) -> None:
         ) from error
 
 
-def load_weights(system: pl.LightningModule, path: str, strict: bool) -> None:
-    """Model parameters from a checkpoint, nothing else (no optimizer state, no step)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+def load_weights(system: pl.LightningModule, checkpoint: dict[str, Any], path: str, key: str, cfg: DictConfig) -> None:
+    """Model parameters from a checkpoint, nothing else (no optimizer state, no step). It must fill the
+    whole model unless partial_weights=true (then the tensors that fit are loaded, and the share said)."""
+    partial = key == "weights" and cfg.partial_weights
+    comparison = check_fits(system, checkpoint, Path(path), key, cfg, partial=partial)
+    state = {name: checkpoint["state_dict"][name] for name in comparison.matched}
+    checkpoint = {**checkpoint, "state_dict": state}
     system.on_load_checkpoint(checkpoint)
-    result = system.load_state_dict(checkpoint["state_dict"], strict=strict)
-    print(f"initialised weights from {path} (missing: {len(result.missing_keys)}, unexpected: {len(result.unexpected_keys)})")
+    system.load_state_dict(checkpoint["state_dict"], strict=not partial)
+    print(f"initialised weights from {path}: {comparison.summary()}", flush=True)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
@@ -69,6 +85,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         loggers.append(WandbLogger(project=cfg.logger.wandb_project, name=f"{cfg.name}/{run_dir.name}", save_dir=str(run_dir)))
     callbacks: list[pl.Callback] = [
         ConfigSnapshot(cfg, str(run_dir)),
+        NonFiniteGuard(cfg.trainer.max_nonfinite_steps),
         ModelCheckpoint(
             dirpath=str(run_dir / "ckpts"),
             filename="step{step:06d}",
@@ -81,6 +98,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     if cfg.trainer.enable_progress_bar:
         callbacks.append(LossProgressBar(refresh_rate=10))
     t = cfg.trainer
+    check_accelerator(t.accelerator)
     return pl.Trainer(
         max_steps=t.max_steps,
         val_check_interval=t.val_check_interval,
@@ -95,10 +113,21 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         strategy=t.strategy,
         logger=loggers or False,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
         enable_model_summary=False,
         inference_mode=False,  # analytic normals differentiate the density even when evaluating
     )
+
+
+def check_accelerator(accelerator: str) -> None:
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but no CUDA GPU is visible to torch (torch {torch.__version__}, "
+            f"cuda build {torch.version.cuda}). Use trainer.accelerator=cpu, or auto to take a GPU when there is one."
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps but Apple's MPS is not available here; use trainer.accelerator=cpu or auto")
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:
@@ -118,11 +147,15 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     print(f"run directory: {run_dir}", flush=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    checkpoints = read_checkpoints(cfg)
+
     datamodule = instantiate(cfg.data)
     system: RunnableSystem = instantiate(cfg.system, run_dir=str(run_dir))  # and a pl.LightningModule
     if cfg.weights:
-        load_weights(system, cfg.weights, strict=False)
-    elif cfg.mode == "train" and not cfg.resume:
+        load_weights(system, checkpoints["weights"], cfg.weights, "weights", cfg)
+    elif cfg.resume:
+        check_fits(system, checkpoints["resume"], Path(cfg.resume), "resume", cfg)
+    elif cfg.mode == "train":
         system.initialise_for_training()
     trainer = build_trainer(cfg, run_dir)
 
@@ -131,6 +164,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     if cfg.mode == "train":
         trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.resume)
         metrics["train_seconds"] = time.perf_counter() - start
+        stop_if_failed(trainer)
         trainer.test(system, datamodule=datamodule)
         metrics.update(system.export())
     elif cfg.mode == "validate":
@@ -138,7 +172,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     elif cfg.mode == "test":
         trainer.test(system, datamodule=datamodule, ckpt_path=cfg.resume)
     elif cfg.mode == "export":
-        load_weights(system, cfg.resume, strict=True)
+        load_weights(system, checkpoints["resume"], cfg.resume, "resume", cfg)
         metrics.update(system.export())
     metrics["total_seconds"] = time.perf_counter() - start
     for logger in trainer.loggers:
@@ -149,6 +183,12 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         json.dump(metrics, f, indent=2)
     report(metrics, run_dir)
     return metrics
+
+
+def stop_if_failed(trainer: pl.Trainer) -> None:
+    for callback in trainer.callbacks:
+        if isinstance(callback, NonFiniteGuard) and callback.failure:
+            raise TrainingFailed(callback.failure)
 
 
 def report(metrics: dict[str, float], run_dir: Path) -> None:

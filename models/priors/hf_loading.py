@@ -10,6 +10,7 @@ or a silent fallback to another prior.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,16 @@ def load_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def absent_parts(folder: str, subfolders: list[str]) -> list[str]:
+    """The entries of `subfolders` with no folder in `folder`; an entry 'a (or b)' is either of two layouts."""
+    absent = []
+    for entry in subfolders:
+        options = [entry.split(" (or ")[0], *re.findall(r"\(or ([^)]+)\)", entry)]
+        if not any(os.path.isdir(os.path.join(folder, option)) for option in options):
+            absent.append(entry)
+    return absent
+
+
 class ModelSource:
     """Where one model's parts come from: a hub id (looked up in the cache) or a local folder.
 
@@ -100,6 +111,9 @@ class ModelSource:
             self.name = resolve_local(self.name)
             if not os.path.isdir(self.name):
                 raise self.missing("no such directory")
+            absent = absent_parts(self.name, self.subfolders)
+            if absent:  # before from_pretrained, whose errors for a part-filled folder mislead
+                raise self.missing(f"the folder has no {', '.join(a + '/' for a in absent)}")
 
     def missing(self, detail: str) -> MissingWeightsError:
         return MissingWeightsError(

@@ -27,6 +27,7 @@ from torch import Tensor
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.loss_weights import LossWeights
 from framework.optim import OptimizerConfig, build_optimizer
+from framework.value_checks import at_least, check_entries, check_fields, number_at_least, optional, schedule_of
 from framework.video import image_grid, save_image, write_video
 
 
@@ -36,15 +37,21 @@ class ExportConfig:
     """Side of the baked albedo texture in texels."""
     glb: bool = True
 
+    def __post_init__(self) -> None:
+        check_fields(self, texture_size=at_least(1))
+
 
 @dataclass
 class BaseSystemConfig:
     loss: Dict[str, Any] = field(default_factory=dict)
-    """lambda_<term>: Schedule for each loss term (framework.schedule)."""
+    """lambda_<term>: Schedule for each loss term (framework.schedule), >= 0; null drops the term."""
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluator: Any = None
     """Scores the exported mesh against a known truth (toy world), or null."""
+
+    def __post_init__(self) -> None:
+        check_entries(self, "loss", optional(schedule_of(number_at_least(0))))
 
 
 def is_watertight(mesh: Mesh) -> bool:

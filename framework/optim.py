@@ -8,6 +8,12 @@ import torch
 from torch import nn
 
 from framework.config import ConfigError
+from framework.value_checks import Rule, check_entries, check_fields, greater_than
+
+GROUP_OPTIONS = Rule(
+    "must be a mapping of parameter-group options whose lr, where given, is a number > 0",
+    lambda group: hasattr(group, "items") and ("lr" not in group or greater_than(0).allows(group["lr"])),
+)
 
 
 @dataclass
@@ -21,10 +27,17 @@ class OptimizerConfig:
     """Module-name prefix -> group options, e.g. {geometry.encoding: {lr: 0.01}, background: {lr: 0.001}}.
     The longest matching prefix wins."""
 
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            name=Rule("must name an optimizer class of torch.optim (Adam, AdamW, Adamax, SGD, ...)",
+                      lambda v: isinstance(v, str) and isinstance(getattr(torch.optim, v, None), type)),
+            lr=greater_than(0),
+        )
+        check_entries(self, "params", GROUP_OPTIONS)
+
 
 def build_optimizer(module: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    if not hasattr(torch.optim, cfg.name):
-        raise ConfigError(f"system.optimizer.name: torch.optim has no optimizer {cfg.name!r}")
     prefixes = sorted(cfg.params, key=len, reverse=True)
     groups: dict[str, list[nn.Parameter]] = {p: [] for p in prefixes}
     default: list[nn.Parameter] = []

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework.cameras import focal_from_fovy, get_rays, orbit_c2w
+from framework.value_checks import at_least, between, check_fields, greater_than, increasing_pair, inside
 
 
 @dataclass
@@ -47,6 +48,17 @@ class CarvingViewsConfig:
     """Azimuths evenly spaced over the full circle."""
     resolution: int = 96
     """Side of each view's depth map in pixels."""
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            elevation_range=increasing_pair(between(-90, 90)),
+            camera_distance=greater_than(0),
+            fovy_deg=inside(0, 180),
+            n_elevations=at_least(1),
+            n_azimuths=at_least(1),
+            resolution=at_least(1),
+        )
 
 
 def carving_cameras(cfg: CarvingViewsConfig) -> tuple[Tensor, Tensor]:

@@ -190,3 +190,88 @@ def check_unknown_keys(cfg: DictConfig, prefix: str = "") -> None:
             child = cfg._get_node(key)
             if isinstance(child, DictConfig) and not child._is_none():
                 check_unknown_keys(child, f"{prefix}{key}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# More rules, and the checks of a field against another (a range given as two fields) or of every
+# entry of a mapping field. check_order and check_entries raise FieldValueError like check_fields,
+# so the walk names their keys in full too.
+
+
+def number() -> Rule:
+    """Any number (a colour component, an azimuth): the walk already refuses a non-finite one."""
+    return Rule("must be a number", _is_number)
+
+
+def number_at_least(bound: float) -> Rule:
+    """value >= bound for a float field (`at_least` words a whole bound as an integer's)."""
+    return Rule(f"must be a number >= {bound}", lambda v: _is_number(v) and v >= bound)
+
+
+def inside(low: float, high: float, *, include_low: bool = False, include_high: bool = False) -> Rule:
+    """low < value < high, an end included when asked: a field of view in (0, 180), a fraction in (0, 1]."""
+
+    def test(v: Any) -> bool:
+        above = v >= low if include_low else v > low
+        below = v <= high if include_high else v < high
+        return _is_number(v) and above and below
+
+    interval = f"{'[' if include_low else '('}{low}, {high}{']' if include_high else ')'}"
+    return Rule(f"must be a number in {interval}", test)
+
+
+def list_of(rule: Rule, *, length: int | None = None, min_length: int = 0, ascending: bool = False) -> Rule:
+    """A list whose every entry `rule` allows: of exactly `length` entries, or at least `min_length`;
+    with `ascending`, in non-decreasing order (resolution milestones)."""
+    size = f"{length} " if length is not None else ("" if min_length == 0 else f"at least {min_length} ")
+    order = " in non-decreasing order" if ascending else ""
+
+    def test(value: Any) -> bool:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence | ListConfig):
+            return False
+        values = list(value)
+        if (length is not None and len(values) != length) or len(values) < min_length:
+            return False
+        if ascending and any(b < a for a, b in zip(values, values[1:])):
+            return False
+        return all(rule.allows(v) for v in values)
+
+    return Rule(f"must be a list of {size}values{order}, each {rule.allowed.removeprefix('must be ')}", test)
+
+
+def tuple_of(*rules: Rule) -> Rule:
+    """A list of len(rules) entries, entry i allowed by rules[i] (a camera as [elevation, azimuth, distance])."""
+
+    def test(value: Any) -> bool:
+        values = list(value)
+        return len(values) == len(rules) and all(r.allows(v) for r, v in zip(rules, values))
+
+    parts = ", ".join(r.allowed.removeprefix("must be ") for r in rules)
+    return Rule(f"must be [{parts}]", test)
+
+
+def check_entries(config: Any, name: str, rule: Rule) -> None:
+    """Every value of the mapping field `name` allowed by `rule`; a FieldValueError names `name.<key>`."""
+    entries = getattr(config, name)
+    if isinstance(entries, str) and entries == "???":
+        return
+    for key, value in (entries or {}).items():
+        if not rule.allows(value):
+            raise FieldValueError(f"{name}.{key}", value, rule.allowed)
+
+
+def check_order(config: Any, low: str, high: str, *, strict: bool = False) -> None:
+    """The fields `low` and `high` form a range: low <= high (low < high when `strict`). Numbers, or
+    Schedules compared at every step (at each of their points and just before it, which covers the
+    piecewise-linear and the step-wise modes). A field that is None or not set is not compared; call
+    it after check_fields, which has checked each value on its own."""
+    a, b = getattr(config, low), getattr(config, high)
+    if any(v is None or (isinstance(v, str) and v == "???") for v in (a, b)):
+        return
+    first, second = Schedule.parse(a, low), Schedule.parse(b, high)
+    points = sorted({p for s in first.steps + second.steps for p in (s, math.nextafter(s, -math.inf))})
+    if all(first(p) < second(p) if strict else first(p) <= second(p) for p in points):
+        return
+    relation = "<" if strict else "<="
+    when = " at every step" if len(points) > 2 else ""
+    raise FieldValueError(low, a, f"must be {relation} {high} ({b!r}){when}")

@@ -27,6 +27,7 @@ from torch import Tensor
 from framework.config import ConfigError, instantiate, typed_config
 from framework.interfaces import Geometry, Mesh
 from framework.mesh_regularisers import MESH_REGULARISERS
+from framework.value_checks import check_fields, either, greater_than, one_of
 from systems.dreamfusion import DreamFusion, DreamFusionConfig
 
 
@@ -40,6 +41,10 @@ class Magic3DRefineConfig(DreamFusionConfig):
     isosurface_threshold, so the refine starts from the mesh the coarse stage exported), 'auto', or a number."""
     geometry_convert_inherit_texture: bool = True
     """Copy the coarse hash-grid encoding and feature network (needs the same pos_encoding and radius)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, geometry_convert_threshold=either(one_of("coarse", "auto"), greater_than(0)))
 
 
 def coarse_run_config(checkpoint: Path, earlier: str = "magic3d-coarse-toy") -> tuple[Any, Path]:

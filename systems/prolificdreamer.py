@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from framework.config import ConfigError
+from framework.value_checks import check_fields, one_of
 from models.geometry.dmtet import DMTet
 from systems.dreamfusion import DreamFusionConfig
 from systems.magic3d import Magic3DRefine, Magic3DRefineConfig, coarse_run_config, load_geometry
@@ -61,6 +62,10 @@ class ProlificDreamerGeometryConfig(Magic3DRefineConfig):
     """What the guidance sees: 'normal' (the rendered normals, (n + 1) / 2 on black: ProlificDreamer)
     or 'rgb' (the shaded render of the inherited, frozen texture)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, guide=one_of(*GUIDES))
+
 
 class ProlificDreamerGeometry(Magic3DRefine):
     cfg: ProlificDreamerGeometryConfig
@@ -68,8 +73,6 @@ class ProlificDreamerGeometry(Magic3DRefine):
     earlier = "prolificdreamer"
 
     def __init__(self, cfg: ProlificDreamerGeometryConfig, run_dir: Optional[str] = None):
-        if cfg.guide not in GUIDES:
-            raise ConfigError(f"system.guide={cfg.guide!r}: one of {', '.join(GUIDES)}")
         super().__init__(cfg, run_dir)
         for name in ("encoding", "feature_network"):  # geometry only: the texture stays stage 1's
             network = getattr(self.geometry, name, None)

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from framework.interfaces import Material, Mesh
 from framework.regularisers import EMPTINESS_SCALE, REGULARISERS, emptiness_loss
+from framework.value_checks import check_fields, greater_than, list_of, number
 from models.geometry.surface_colour import rendered_surface_albedo
 from systems.dreamfusion import DreamFusion, DreamFusionConfig
 
@@ -50,6 +51,15 @@ class SJCConfig(DreamFusionConfig):
     latent_to_rgb: List[List[float]] = field(default_factory=lambda: [list(r) for r in SD_LATENT_RGB_FACTORS])
     """(C_latent, 3) matrix M of the per-point latent -> RGB export approximation (latent renders only)."""
     latent_to_rgb_bias: List[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(
+            self,
+            emptiness_scale=greater_than(0),
+            latent_to_rgb=list_of(list_of(number(), length=3), min_length=1),
+            latent_to_rgb_bias=list_of(number(), length=3),
+        )
 
 
 class LatentAsRGB(Material):
@@ -74,8 +84,6 @@ class SJC(DreamFusion):
         super().__init__(cfg, run_dir)
         matrix = torch.tensor(cfg.latent_to_rgb, dtype=torch.float32)
         bias = torch.tensor(cfg.latent_to_rgb_bias, dtype=torch.float32)
-        if matrix.dim() != 2 or matrix.shape[1] != 3 or bias.shape != (3,):
-            raise ValueError(f"system.latent_to_rgb must be (C, 3) and latent_to_rgb_bias (3,), got {tuple(matrix.shape)}, {tuple(bias.shape)}")
         self._latent_matrix, self._latent_bias = matrix, bias
 
     # ---- what the field renders ----------------------------------------------------------------

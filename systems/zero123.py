@@ -33,6 +33,7 @@ from framework.base_system import BaseSystem, BaseSystemConfig
 from framework.config import ConfigError, instantiate
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.regularisers import opacity_entropy_loss, orientation_loss, sparsity_loss
+from framework.value_checks import check_fields, one_of, optional
 from models.geometry.surface_colour import textured_isosurface
 from systems.frozen_guidance import FrozenGuidanceCheckpoints
 
@@ -54,6 +55,10 @@ class Zero123Config(BaseSystemConfig):
     """Shading of the reference render: 'albedo' (threestudio: ambient ratio 1, the picture's colours
     are the albedo), 'diffuse' (the picture is shaded as the material shades: the toy world), or null
     (the material's own training choice)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, reference_shading=optional(one_of(*SHADINGS)))
 
 
 def normal_smoothness(out: dict[str, Tensor]) -> Tensor:
@@ -96,8 +101,6 @@ def normal_loss(comp_normal: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 class Zero123(FrozenGuidanceCheckpoints, BaseSystem):
     def __init__(self, cfg: Zero123Config, run_dir: Optional[str] = None):
         super().__init__(cfg, run_dir)
-        if cfg.reference_shading is not None and cfg.reference_shading not in SHADINGS:
-            raise ConfigError(f"system.reference_shading={cfg.reference_shading!r}: one of {SHADINGS} or null")
         self.geometry = instantiate(cfg.geometry)
         self.material = instantiate(cfg.material)
         self.background = instantiate(cfg.background)

@@ -21,6 +21,19 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from framework import cameras
 from framework.config import ConfigError
+from framework.value_checks import (
+    at_least,
+    between,
+    check_fields,
+    each,
+    greater_than,
+    increasing_pair,
+    inside,
+    list_of,
+    number,
+    number_at_least,
+    one_of,
+)
 
 LIGHT_STRATEGIES = ("dreamfusion", "magic3d", "headlight")
 
@@ -36,7 +49,7 @@ class RandomCameraDataConfig:
     batch_size: Any = 1
     """Views per training batch: an int, or a list used with `resolution_milestones` like height/width
     (threestudio's zero123 config lowers it as the resolution grows). `Any` because OmegaConf has no
-    union of an int and a list; the dataset checks the value when it is built."""
+    union of an int and a list; the rules below check its values, the dataset a list's length when it is built."""
     elevation_range: List[float] = field(default_factory=lambda: [-10.0, 90.0])
     azimuth_range: List[float] = field(default_factory=lambda: [-180.0, 180.0])
     camera_distance_range: List[float] = field(default_factory=lambda: [1.0, 1.5])
@@ -58,6 +71,32 @@ class RandomCameraDataConfig:
     n_test_views: int = 120
     seed: Optional[int] = None
     """Seed of the camera sampler; None follows the global seed."""
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            height=each(at_least(1)),
+            width=each(at_least(1)),
+            resolution_milestones=list_of(at_least(0), ascending=True),
+            batch_size=each(at_least(1)),
+            elevation_range=increasing_pair(between(-90, 90)),
+            azimuth_range=increasing_pair(number()),
+            camera_distance_range=increasing_pair(greater_than(0)),
+            fovy_range=increasing_pair(inside(0, 180)),
+            camera_perturb=number_at_least(0),
+            center_perturb=number_at_least(0),
+            up_perturb=number_at_least(0),
+            light_sample_strategy=one_of(*LIGHT_STRATEGIES),
+            light_position_perturb=number_at_least(0),
+            light_distance_range=increasing_pair(greater_than(0)),
+            eval_height=at_least(1),
+            eval_width=at_least(1),
+            eval_elevation_deg=between(-90, 90),
+            eval_camera_distance=greater_than(0),
+            eval_fovy_deg=inside(0, 180),
+            n_val_views=at_least(1),
+            n_test_views=at_least(1),
+        )
 
 
 def _is_int(value: Any) -> bool:
@@ -98,8 +137,6 @@ class RandomCameraIterableDataset(IterableDataset):
     """An endless stream of camera batches (already batched: use with batch_size=None)."""
 
     def __init__(self, cfg: RandomCameraDataConfig):
-        if cfg.light_sample_strategy not in LIGHT_STRATEGIES:
-            raise ValueError(f"light_sample_strategy {cfg.light_sample_strategy!r} is not one of {LIGHT_STRATEGIES}")
         for key in ("height", "width", "batch_size"):
             check_scheduled(getattr(cfg, key), cfg.resolution_milestones, key)
         self.cfg = cfg

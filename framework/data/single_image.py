@@ -38,7 +38,19 @@ from framework.data.random_camera import (
     check_scheduled,
     value_at_step,
 )
-from framework.data.reference_image import ReferenceImage, check_mask, load_reference_image
+from framework.data.reference_image import BACKGROUND_REMOVALS, ReferenceImage, check_mask, load_reference_image
+from framework.value_checks import (
+    FieldValueError,
+    at_least,
+    between,
+    check_fields,
+    each,
+    greater_than,
+    inside,
+    list_of,
+    one_of,
+    optional,
+)
 
 
 @dataclass
@@ -76,6 +88,26 @@ class SingleImageDataConfig:
     distance from the origin along the camera's direction."""
     random_camera: RandomCameraDataConfig = field(default_factory=RandomCameraDataConfig)
     """The random training views (their batch_size may be scheduled too) and the val/test turntables."""
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            background_removal=optional(one_of(*BACKGROUND_REMOVALS)),
+            background_tolerance=between(0, 1),
+            recenter_fraction=optional(inside(0, 1, include_high=True)),
+            height=each(at_least(1)),
+            width=each(at_least(1)),
+            resolution_milestones=list_of(at_least(0), ascending=True),
+            default_elevation_deg=between(-90, 90),
+            default_camera_distance=greater_than(0),
+            default_fovy_deg=inside(0, 180),
+            default_light_distance=optional(greater_than(0)),
+        )
+        if self.background_removal is not None and self.mask_path is not None:
+            raise FieldValueError(
+                "background_removal", self.background_removal,
+                "must be null when mask_path is set: set only one of mask_path and background_removal (both give the mask)",
+            )
 
 
 def wrapped_azimuth(azimuth_deg: float) -> float:

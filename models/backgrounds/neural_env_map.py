@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from framework.interfaces import Background
-from models.materials.diffuse_with_point_light import get_activation
+from framework.value_checks import at_least, between, check_fields, list_of, number, one_of, optional
+from models.materials.diffuse_with_point_light import ACTIVATIONS, get_activation
 
 
 def spherical_harmonics(dirs: Tensor, degree: int) -> Tensor:
@@ -56,6 +57,18 @@ class NeuralEnvironmentMapBackgroundConfig:
     random_aug: bool = False  # training: with random_aug_prob, one random colour for the whole image
     random_aug_prob: float = 0.5
     eval_color: Optional[List[float]] = None  # outside training, this colour instead (None: the network)
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            n_output_dims=at_least(1),
+            color_activation=one_of(*ACTIVATIONS),
+            sh_degree=between(1, 4),
+            mlp_hidden_dims=at_least(1),
+            mlp_n_hidden_layers=at_least(0),
+            random_aug_prob=between(0, 1),
+            eval_color=optional(list_of(number(), length=self.n_output_dims)),
+        )
 
 
 class NeuralEnvironmentMapBackground(Background):

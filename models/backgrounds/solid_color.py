@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from framework.interfaces import Background
+from framework.value_checks import check_fields, list_of, number
 
 
 @dataclass
@@ -15,6 +16,9 @@ class SolidColorBackgroundConfig:
     _target_: str = "models.backgrounds.solid_color.SolidColorBackground"
     color: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     learned: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self, color=list_of(number(), min_length=1))
 
 
 class SolidColorBackground(Background):

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framework.interfaces import Background
-from models.materials.diffuse_with_point_light import get_activation
+from framework.value_checks import at_least, check_fields, number_at_least, one_of
+from models.materials.diffuse_with_point_light import ACTIVATIONS, get_activation
 
 
 @dataclass
@@ -29,6 +30,16 @@ class TexturedBackgroundConfig:
     color_activation: str = "sigmoid"  # sigmoid | none | clamp
     init_std: float = 1.0
     """Std of the texture's initial values (threestudio: randn)."""
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            n_output_dims=at_least(1),
+            height=at_least(1),
+            width=at_least(1),
+            color_activation=one_of(*ACTIVATIONS),
+            init_std=number_at_least(0),
+        )
 
 
 def direction_to_uv(dirs: Tensor) -> Tensor:

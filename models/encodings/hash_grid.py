@@ -42,7 +42,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from framework.value_checks import at_least, check_fields, greater_than, one_of
+
 PRIMES = (1, 2654435761, 805459861)  # tcnn's coherent prime hash, one per dimension
+BACKENDS = ("auto", "torch", "cpp", "tcnn")
 TCNN_INSTALL = "pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch"
 
 
@@ -55,6 +58,17 @@ class HashGridConfig:
     base_resolution: int = 16
     per_level_scale: float = 1.4472692374403782
     backend: str = "auto"  # auto | torch | cpp | tcnn (see the module docstring)
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            n_levels=at_least(1),
+            n_features_per_level=at_least(1),
+            log2_hashmap_size=at_least(1),
+            base_resolution=at_least(1),
+            per_level_scale=greater_than(0),
+            backend=one_of(*BACKENDS),
+        )
 
 
 def level_layout(cfg: HashGridConfig, in_dims: int = 3) -> list[dict]:
@@ -315,7 +329,7 @@ class HashGridEncoding(nn.Module):
 
 def choose_backend(backend: str, device: torch.device | str | None = None) -> str:
     """auto: tcnn on CUDA when importable; else the compiled C++ kernel on CPU when it builds; else torch."""
-    if backend not in ("auto", "torch", "cpp", "tcnn"):
+    if backend not in BACKENDS:
         raise ValueError(f"hash grid backend must be auto | torch | cpp | tcnn, got {backend!r}")
     if backend == "torch":
         return "torch"

@@ -16,14 +16,14 @@ piece of code, here, so the two cannot drift apart:
   marching cubes at a fixed or automatic (`auto_threshold`) level.
 
 A subclass stores the field: it implements `density_and_features` and `forward_density`, and
-narrows `normal_types` when it cannot offer every kind of normal.
+narrows its config's `normal_types` when it cannot offer every kind of normal.
 """
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from torch import Tensor
 
 from framework.interfaces import Geometry, Mesh
 from framework.space_carving import CarvingViewsConfig, carving_cameras, unseen_cells
+from framework.value_checks import at_least, check_fields, either, greater_than, number, number_at_least, one_of
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +95,34 @@ class DensityFieldConfig:
     hollows that open where no camera looks, such as an underside, which cavity filling keeps.
     null: off."""
 
+    normal_types: ClassVar[tuple] = ("analytic", "finite_difference")
+    """The normal_type values this field accepts (None: no normals at all)."""
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            radius=greater_than(0),
+            n_feature_dims=at_least(0),
+            density_activation=one_of("softplus", "exp"),
+            density_bias=either(one_of("blob_magic3d", "blob_dreamfusion"), number()),
+            density_blob_scale=number_at_least(0),
+            density_blob_std=greater_than(0),
+            normal_type=one_of(*self.normal_types),
+            finite_difference_eps=greater_than(0),
+            isosurface_resolution=at_least(2),
+            isosurface_threshold=either(one_of("auto"), greater_than(0)),
+            isosurface_chunk=at_least(1),
+            isosurface_cavity_max_opening=number_at_least(0),
+        )
+
 
 class DensityField(Geometry):
     """Public tensors: points (N, 3) world; density (N, 1); features (N, n_feature_dims); normal (N, 3)."""
-
-    normal_types: tuple = ("analytic", "finite_difference")
-    """The normal_type values this field accepts (None: no normals at all)."""
 
     def __init__(self, cfg: DensityFieldConfig):
         super().__init__()
         self.cfg = cfg
         self.radius = float(cfg.radius)
-        if cfg.density_activation not in ("softplus", "exp"):
-            raise ValueError(f"density_activation must be softplus | exp, got {cfg.density_activation!r}")
-        if cfg.normal_type not in self.normal_types:
-            choices = " | ".join("null" if t is None else t for t in self.normal_types)
-            raise ValueError(f"normal_type must be {choices}, got {cfg.normal_type!r}")
-        if isinstance(cfg.density_bias, str) and cfg.density_bias not in ("blob_magic3d", "blob_dreamfusion"):
-            raise ValueError(f"density_bias must be blob_magic3d | blob_dreamfusion | a number, got {cfg.density_bias!r}")
 
     # ------------------------------------------------------------------ what a subclass stores
     def density_and_features(self, points: Tensor, normals_only: bool = False) -> dict[str, Tensor]:

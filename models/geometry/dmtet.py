@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from framework.interfaces import Geometry, Mesh
+from framework.value_checks import at_least, between, check_fields, greater_than, number_at_least, one_of, optional
 from models.encodings.hash_grid import HashGridConfig, HashGridEncoding
 from models.geometry.density_field import auto_threshold
 from models.geometry.implicit_volume import make_mlp
@@ -57,6 +58,21 @@ class DMTetConfig:
     fill_cavities: bool = True  # enclosed empty bubbles become inside (they would be hidden inner surfaces)
     min_component_fraction: float = 0.01  # inside blobs smaller than this fraction of the largest are dropped
 
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            radius=greater_than(0),
+            isosurface_resolution=at_least(2),
+            deformation_scale=number_at_least(0),
+            n_feature_dims=at_least(0),
+            mlp_hidden_dims=at_least(1),
+            mlp_n_hidden_layers=at_least(0),
+            shape_init=optional(one_of("sphere")),
+            shape_init_radius=greater_than(0),
+            init_chunk=at_least(1),
+            min_component_fraction=between(0, 1),
+        )
+
 
 class DMTet(Geometry):
     def __init__(self, cfg: DMTetConfig, **runtime: Any):
@@ -64,8 +80,6 @@ class DMTet(Geometry):
         self.cfg = cfg
         self.radius = float(cfg.radius)
         n = int(cfg.isosurface_resolution)
-        if n < 2:
-            raise ValueError(f"isosurface_resolution must be >= 2, got {n}")
         self.resolution = n
         self.cell = 2.0 * self.radius / n
         lin = torch.linspace(-self.radius, self.radius, n + 1)
@@ -85,8 +99,6 @@ class DMTet(Geometry):
         )
         if cfg.shape_init == "sphere":
             self.initialize_from_shape("sphere", radius=cfg.shape_init_radius)
-        elif cfg.shape_init is not None:
-            raise ValueError(f"shape_init must be 'sphere' or null, got {cfg.shape_init!r}")
 
     # ------------------------------------------------------------------ mesh
     def vertices(self) -> Tensor:

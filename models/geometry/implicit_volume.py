@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from framework.value_checks import at_least, check_fields, optional
 from models.encodings.hash_grid import HashGridConfig, HashGridEncoding
 from models.geometry.density_field import DensityField, DensityFieldConfig
 from models.geometry.density_field import auto_threshold  # noqa: F401  (its home before density_field.py)
@@ -44,6 +45,17 @@ class ImplicitVolumeConfig(DensityFieldConfig):
     """Progressive hash grid: the step from which levels are added."""
     update_steps: int = 500
     """Progressive hash grid: steps between adding one more level."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(
+            self,
+            mlp_hidden_dims=at_least(1),
+            mlp_n_hidden_layers=at_least(0),
+            start_level=optional(at_least(1)),
+            start_step=at_least(0),
+            update_steps=at_least(1),
+        )
 
 
 class ImplicitVolume(DensityField):

@@ -20,12 +20,13 @@ double backward.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, ClassVar, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from framework.value_checks import at_least, check_fields, list_of, number_at_least
 from models.geometry.density_field import DensityField, DensityFieldConfig
 
 NORMAL_TYPES = ("finite_difference", None)
@@ -42,16 +43,18 @@ class VolumeGridConfig(DensityFieldConfig):
     """finite_difference | null (no normals: `output_normal` is ignored, as for SJC's latent NeRF).
     Redeclared from DensityFieldConfig: a different default, and null is allowed."""
 
+    normal_types: ClassVar[tuple] = NORMAL_TYPES
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, grid_size=list_of(at_least(2), length=3), init_std=number_at_least(0))
+
 
 class VolumeGrid(DensityField):
     """Public tensors: points (N, 3) world; density (N, 1); features (N, n_feature_dims); normal (N, 3)."""
 
-    normal_types = NORMAL_TYPES
-
     def __init__(self, cfg: VolumeGridConfig, **runtime: Any):
         super().__init__(cfg)
-        if len(cfg.grid_size) != 3 or min(cfg.grid_size) < 2:
-            raise ValueError(f"grid_size must be three sizes >= 2 (x, y, z), got {list(cfg.grid_size)}")
         nx, ny, nz = (int(s) for s in cfg.grid_size)
         # grid_sample reads a (1, C, D, H, W) volume with coordinates (x, y, z) -> (W, H, D)
         self.grid = nn.Parameter(torch.randn(1, cfg.n_feature_dims + 1, nz, ny, nx) * cfg.init_std)

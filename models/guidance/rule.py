@@ -27,14 +27,10 @@ from torch import Tensor
 from framework.config import instantiate
 from framework.interfaces import Guidance
 from framework.schedule import Schedule
+from framework.value_checks import between, check_fields, check_order, greater_than, optional, schedule_of
 from models.priors.base import DiffusionPrior
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")
-
-
-def check_weighting(weighting: str) -> None:
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"guidance.weighting {weighting!r} is not one of {WEIGHTINGS}")
 
 
 def sds_weight(alphas_cumprod_t: Tensor, weighting: str) -> Tensor:
@@ -113,6 +109,16 @@ class DistillationRuleConfig:
     """Schedule: upper end of t as a fraction of the prior's T."""
     grad_clip: Any = None
     """Schedule or None: clamp of the gradient (score debiasing uses a rising clamp)."""
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            guidance_scale=schedule_of(greater_than(0)),
+            min_step_percent=schedule_of(between(0, 1)),
+            max_step_percent=schedule_of(between(0, 1)),
+            grad_clip=optional(schedule_of(greater_than(0))),
+        )
+        check_order(self, "min_step_percent", "max_step_percent")
 
 
 class DistillationRule(Guidance):

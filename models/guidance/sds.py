@@ -29,16 +29,17 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from framework.value_checks import check_fields, one_of
 from models.guidance.cfg import guided_noise
 from models.guidance.rule import (
+    WEIGHTINGS,
     DistillationRule,
     DistillationRuleConfig,
-    check_weighting,
     detached_target_loss,
     finite_clamped,
     sds_weight,
 )
-from models.priors.base import DiffusionPrior, diffuse
+from models.priors.base import diffuse
 
 
 def sds_gradient(eps_hat: Tensor, noise: Tensor, weight: Tensor, grad_clip: Optional[float] = None) -> Tensor:
@@ -52,16 +53,16 @@ class SDSGuidanceConfig(DistillationRuleConfig):
     weighting: str = "sds"
     """w(t): 'sds' = 1 - abar_t, 'uniform' = 1, 'fantasia3d' = sqrt(abar_t) (1 - abar_t)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, weighting=one_of(*WEIGHTINGS))
+
 
 class SDSGuidance(DistillationRule):
     """Any `DiffusionPrior` + the SDS rule. Returns loss_sds (and diagnostics)."""
 
     loss_names = ("sds",)
     cfg: SDSGuidanceConfig
-
-    def __init__(self, cfg: SDSGuidanceConfig, prior: DiffusionPrior | None = None):
-        check_weighting(cfg.weighting)
-        super().__init__(cfg, prior)
 
     def forward(
         self,

@@ -43,9 +43,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from framework.value_checks import at_least, check_fields, optional
 from models.guidance.cfg import guided_noise
 from models.guidance.rule import DistillationRule, DistillationRuleConfig, detached_target_loss, finite_clamped
-from models.priors.base import DiffusionPrior
 
 
 def ve_sigma(alphas_cumprod_t: Tensor) -> Tensor:
@@ -82,19 +82,16 @@ class SJCGuidanceConfig(DistillationRuleConfig):
     var_red: bool = True
     """Variance reduction: subtract the injected noise, grad = -(D - y) / sigma."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, n_samples=at_least(1), max_batch=optional(at_least(1)))
+
 
 class SJCGuidance(DistillationRule):
     """Any `DiffusionPrior` + the SJC/PAAS rule. Returns loss_sds and diagnostics."""
 
     loss_names = ("sds",)
     cfg: SJCGuidanceConfig
-
-    def __init__(self, cfg: SJCGuidanceConfig, prior: DiffusionPrior | None = None):
-        if cfg.n_samples < 1:
-            raise ValueError(f"guidance.n_samples must be >= 1, got {cfg.n_samples}")
-        if cfg.max_batch is not None and cfg.max_batch < 1:
-            raise ValueError(f"guidance.max_batch must be >= 1 or null, got {cfg.max_batch}")
-        super().__init__(cfg, prior)
 
     @torch.no_grad()
     def paas_gradient(

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from framework.config import ConfigError
+from framework.value_checks import at_least, between, check_fields, one_of
 from models.guidance.cfg import classifier_free_guidance, guided_noise
 from models.guidance.lora_copy import (
     LORA_TARGET_MODULES,
@@ -40,13 +41,7 @@ from models.guidance.lora_copy import (
     time_embedding_width,
     zero_cameras_with_probability,
 )
-from models.guidance.rule import (
-    DistillationRule,
-    DistillationRuleConfig,
-    check_weighting,
-    detached_target_loss,
-    sds_weight,
-)
+from models.guidance.rule import WEIGHTINGS, DistillationRule, DistillationRuleConfig, detached_target_loss, sds_weight
 from models.guidance.sds import sds_gradient
 from models.priors.base import DiffusionPrior, diffuse, v_to_eps
 from models.priors.hf_loading import MissingWeightsError, ModelSource
@@ -74,6 +69,10 @@ class VSDGuidanceConfig(DistillationRuleConfig):
     camera_condition_dropout: float = 0.1
     """Probability of a zero camera in the LoRA loss."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, weighting=one_of(*WEIGHTINGS), lora_rank=at_least(1), camera_condition_dropout=between(0, 1))
+
 
 class VSDGuidance(DistillationRule):
     """A text-conditioned UNet prior, its LoRA copy with a camera embedding, and the VSD rule.
@@ -83,11 +82,6 @@ class VSDGuidance(DistillationRule):
     cfg: VSDGuidanceConfig
 
     def __init__(self, cfg: VSDGuidanceConfig, prior: DiffusionPrior | None = None):
-        check_weighting(cfg.weighting)
-        if not 0.0 <= cfg.camera_condition_dropout <= 1.0:
-            raise ConfigError(f"guidance.camera_condition_dropout={cfg.camera_condition_dropout}: a probability in [0, 1]")
-        if cfg.lora_rank < 1:
-            raise ConfigError(f"guidance.lora_rank={cfg.lora_rank}: must be >= 1")
         super().__init__(cfg, prior)
         if not isinstance(self.prior, TextConditionedPrior):
             raise ConfigError(

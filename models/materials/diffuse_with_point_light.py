@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from framework.config import ConfigError
 from framework.interfaces import Material
+from framework.value_checks import at_least, between, check_fields, increasing_pair, list_of, number_at_least, one_of, optional
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "none": lambda x: x, "clamp": lambda x: x.clamp(0.0, 1.0)}
 
@@ -45,6 +45,18 @@ class DiffuseWithPointLightConfig:
     """Training only: ambient ratio r ~ U[lo, hi] per render, ambient = r, diffuse = 1 - r (threestudio's
     zero123: [0.5, 1.0]); None: the configured light colours."""
 
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            ambient_light_color=list_of(number_at_least(0), length=3),
+            diffuse_light_color=list_of(number_at_least(0), length=3),
+            ambient_only_steps=at_least(0),
+            diffuse_prob=between(0, 1),
+            textureless_prob=between(0, 1),
+            albedo_activation=one_of(*ACTIVATIONS),
+            ambient_ratio_range=optional(increasing_pair(between(0, 1))),
+        )
+
 
 class DiffuseWithPointLight(Material):
     requires_normal = True
@@ -53,10 +65,6 @@ class DiffuseWithPointLight(Material):
         super().__init__()
         self.cfg = cfg
         self.activation = get_activation(cfg.albedo_activation)
-        if cfg.ambient_ratio_range is not None:
-            lo, hi = (list(cfg.ambient_ratio_range) + [None, None])[:2]
-            if len(cfg.ambient_ratio_range) != 2 or not 0.0 <= lo <= hi <= 1.0:
-                raise ConfigError(f"material.ambient_ratio_range={list(cfg.ambient_ratio_range)}: give [lo, hi] with 0 <= lo <= hi <= 1")
         self.register_buffer("ambient", torch.tensor(list(cfg.ambient_light_color), dtype=torch.float32), persistent=False)
         self.register_buffer("diffuse", torch.tensor(list(cfg.diffuse_light_color), dtype=torch.float32), persistent=False)
         self.global_step = 0

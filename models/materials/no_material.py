@@ -7,7 +7,8 @@ from typing import Any
 from torch import Tensor
 
 from framework.interfaces import Material
-from models.materials.diffuse_with_point_light import get_activation
+from framework.value_checks import at_least, check_fields, one_of
+from models.materials.diffuse_with_point_light import ACTIVATIONS, get_activation
 
 
 @dataclass
@@ -15,6 +16,9 @@ class NoMaterialConfig:
     _target_: str = "models.materials.no_material.NoMaterial"
     n_output_dims: int = 3
     color_activation: str = "sigmoid"
+
+    def __post_init__(self) -> None:
+        check_fields(self, n_output_dims=at_least(1), color_activation=one_of(*ACTIVATIONS))
 
 
 class NoMaterial(Material):

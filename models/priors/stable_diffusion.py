@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from framework.value_checks import at_least, check_fields, optional
 from models.priors.hf_loading import MissingWeightsError, ModelSource
 from models.priors.text_conditioned import DiffusersUNetOptions, TextConditionedPrior
 
@@ -33,6 +34,9 @@ class StableDiffusionPriorConfig(DiffusersUNetOptions):
     """The render already is a latent image (B, H, W, 4): resize it, skip the VAE."""
     vae_chunk_size: Optional[int] = None
     """Encode/decode at most this many images at once (memory), None = all."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, vae_chunk_size=optional(at_least(0)))
 
 
 class StableDiffusionPrior(TextConditionedPrior):

@@ -41,6 +41,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from framework.config import ConfigError
+from framework.value_checks import check_fields, one_of
 from models.priors.base import DiffusionPrior
 from models.priors.hf_loading import MissingWeightsError, ModelSource, load_errors
 from models.priors.text_conditioned import DiffusersUNetOptions
@@ -155,6 +156,9 @@ class Zero123PriorConfig(DiffusersUNetOptions):
     """The pose vector T the weights were trained with: 'zero123' (zero123 / zero123-xl, the toy view prior)
     or 'stable-zero123' (Stable Zero123: last entry the cond view's polar angle instead of the distance change)."""
 
+    def __post_init__(self) -> None:
+        check_fields(self, pose_convention=one_of(*POSE_CONVENTIONS))
+
 
 class Zero123Prior(DiffusionPrior):
     """Frozen Zero-1-to-3 denoiser. Public tensors: rgb (B, H, W, 3) in [0, 1]; x (B, C, h, w) in its space."""
@@ -165,7 +169,6 @@ class Zero123Prior(DiffusionPrior):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-        check_pose_convention(cfg.pose_convention)  # before any file is read: a typo fails at once
         self.pose_convention = cfg.pose_convention
         source = ModelSource(
             cfg.pretrained_model_name_or_path,

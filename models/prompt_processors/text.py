@@ -20,6 +20,7 @@ from torch import Tensor
 
 from framework.config import ConfigError
 from framework.interfaces import PromptProcessor
+from framework.value_checks import FieldValueError, at_least, between, check_fields, list_of, number, one_of, optional
 from models.priors.hf_loading import ModelSource, looks_like_path, resolve_local
 from models.prompt_processors.embedding_cache import EmbeddingCache
 from models.prompt_processors.text_condition import PerpNegFunctions, TextCondition
@@ -90,6 +91,27 @@ class TextPromptProcessorConfig:
     half_precision_text_encoder: bool = True
     """fp16 text encoder on CUDA (always fp32 on CPU)."""
 
+    def __post_init__(self) -> None:
+        perp_neg_function = list_of(number(), length=3)  # (a, b, c) of a exp(-b r) + c
+        check_fields(
+            self,
+            front_threshold=between(0, 180),
+            back_threshold=between(0, 180),
+            overhead_threshold=between(-90, 90),
+            diagonal_threshold=optional(between(0, 180)),
+            perp_neg_f_sb=perp_neg_function,
+            perp_neg_f_fsb=perp_neg_function,
+            perp_neg_f_fs=perp_neg_function,
+            perp_neg_f_sf=perp_neg_function,
+            text_encoder_device=one_of("auto", "cpu", "cuda"),
+        )
+        if self.use_perp_neg and self.diagonal_threshold is not None:
+            raise FieldValueError(
+                "use_perp_neg", True,
+                "must be false with diagonal views: Perp-Neg mixes the front / side / back prompts only "
+                "(set diagonal_threshold=null to use it)",
+            )
+
 
 class TextPromptProcessor(PromptProcessor):
     """Subclasses give the model family: `what`, and how to load and run its text encoder."""
@@ -101,16 +123,9 @@ class TextPromptProcessor(PromptProcessor):
         self.cfg = cfg
         if not str(cfg.prompt).strip():
             raise ConfigError("system.prompt is empty: give a text prompt, e.g. system.prompt=\"a hamburger\"")
-        if cfg.text_encoder_device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"prompt_processor.text_encoder_device must be auto | cpu | cuda, got {cfg.text_encoder_device!r}")
         self.directions = ViewDirections(
             cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold, cfg.diagonal_threshold
         )
-        if self.directions.diagonal_views and cfg.use_perp_neg:
-            raise ConfigError(
-                "prompt_processor.use_perp_neg mixes the front / side / back prompts only: "
-                "set prompt_processor.diagonal_threshold=null to use it"
-            )
         try:
             self.view_texts = view_prompts(cfg.prompt, dict(cfg.view_prompt_overrides), self.directions.diagonal_views)
         except KeyError as error:  # an override for a view that does not exist
@@ -215,6 +230,10 @@ class DeepFloydIFPromptProcessorConfig(TextPromptProcessorConfig):
     pretrained_model_name_or_path: str = "DeepFloyd/IF-I-XL-v1.0"
     max_length: int = 77
     """T5 tokens per prompt (IF's pipelines use 77)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, max_length=at_least(1))
 
 
 class DeepFloydIFPromptProcessor(TextPromptProcessor):

@@ -24,7 +24,8 @@ from torch import Tensor
 
 from framework.cameras import projection_matrix
 from framework.interfaces import Background, Geometry, Material, Mesh, Renderer
-from models.renderers.rasterizer import Rasterizer
+from framework.value_checks import at_least, check_fields, check_order, greater_than, one_of
+from models.renderers.rasterizer import BACKENDS, Rasterizer
 
 
 @dataclass
@@ -34,6 +35,10 @@ class MeshRendererConfig:
     near: float = 0.01  # clip planes of the projection (world units)
     far: float = 100.0
     chunk: int = 2**22  # torch backend: (triangle, pixel) candidates held at once
+
+    def __post_init__(self) -> None:
+        check_fields(self, backend=one_of(*BACKENDS), near=greater_than(0), far=greater_than(0), chunk=at_least(1))
+        check_order(self, "near", "far", strict=True)
 
 
 def mvp_matrices(c2w: Tensor, fovy: Tensor, height: int, width: int, near: float = 0.01, far: float = 100.0) -> Tensor:

@@ -19,9 +19,11 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+BACKENDS = ("auto", "torch", "nerfacc")
+
 
 def choose_backend(backend: str, device: torch.device | str | None = None) -> str:
-    if backend not in ("auto", "torch", "nerfacc"):
+    if backend not in BACKENDS:
         raise ValueError(f"occupancy grid backend must be auto | torch | nerfacc, got {backend!r}")
     if backend == "torch":
         return "torch"

@@ -45,7 +45,8 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from framework.interfaces import Background, Geometry, Material, Renderer
-from models.renderers.occupancy_grid import OccupancyGrid
+from framework.value_checks import at_least, check_fields, number_at_least, one_of, optional
+from models.renderers.occupancy_grid import BACKENDS, OccupancyGrid
 
 
 @dataclass
@@ -70,6 +71,21 @@ class VolumeRendererConfig:
     ProlificDreamer's 512^2). Same outputs and gradients; costs about one extra network forward
     per step. None: one graph over all rays (no recomputation). See the module docstring."""
 
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            num_samples_per_ray=at_least(1),
+            eval_chunk_size=at_least(1),
+            grid_resolution=at_least(1),
+            grid_update_every=at_least(1),
+            grid_warmup_steps=at_least(0),
+            occ_threshold=number_at_least(0),
+            normal_perturb_std=number_at_least(0),
+            backend=one_of(*BACKENDS),
+            max_candidates=at_least(1),
+            grad_chunk_rays=optional(at_least(1)),
+        )
+
 
 RAY_KEYS = ("comp_rgb_fg", "opacity", "depth", "comp_normal")  # the per-ray outputs of _render_rays
 
@@ -89,8 +105,6 @@ class VolumeRenderer(Renderer):
         self.cfg = cfg
         self.geometry, self.material, self.background = geometry, material, background
         self.radius = float(geometry.radius)
-        if cfg.grad_chunk_rays is not None and cfg.grad_chunk_rays < 1:
-            raise ValueError(f"grad_chunk_rays must be a positive number of rays or null, got {cfg.grad_chunk_rays}")
         self.step_size = math.sqrt(3.0) * 2.0 * self.radius / cfg.num_samples_per_ray
         self.grid = OccupancyGrid(
             self.radius,

@@ -70,7 +70,7 @@ def test_random_camera_batch_size_int_or_checked_list():
     data.update_step(3)
     assert data.sample()["c2w"].shape[0] == 5
     assert RandomCameraIterableDataset(RandomCameraDataConfig(batch_size=3, seed=0)).sample()["c2w"].shape[0] == 3
-    with pytest.raises(ConfigError, match="batch_size must be an int"):
+    with pytest.raises(ConfigError, match="batch_size='two' is not allowed: must be an integer >= 1"):
         RandomCameraIterableDataset(RandomCameraDataConfig(batch_size="two"))
     with pytest.raises(ConfigError, match="batch_size lists need"):
         RandomCameraIterableDataset(RandomCameraDataConfig(batch_size=[2, 5]))

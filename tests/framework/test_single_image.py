@@ -160,7 +160,9 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[dict, str]]:
             dict(image_path=save(tmp_path / "rgb3.png", rgb_on((255, 255, 255))), mask_path=str(tmp_path / "m.png")),
             "mask_path",
         ),
-        "unknown removal": (dict(image_path=rgba_file(tmp_path), background_removal="magic"), "unknown"),
+        "unknown removal": (
+            dict(image_path=rgba_file(tmp_path), background_removal="magic"), "background_removal='magic' is not allowed"
+        ),
         "mask and removal": (
             dict(image_path=rgba_file(tmp_path), background_removal="white", mask_path=rgba_file(tmp_path)),
             "only one",

@@ -29,7 +29,7 @@ def test_both_extend_the_base_and_keep_their_defaults():
 
 
 def test_normal_type_error_names_each_fields_choices():
-    with pytest.raises(ValueError, match=r"normal_type must be analytic \| finite_difference, got None"):
+    with pytest.raises(ValueError, match=r"normal_type=None is not allowed: must be one of 'analytic', 'finite_difference'\."):
         ImplicitVolume(ImplicitVolumeConfig(normal_type=None))
-    with pytest.raises(ValueError, match=r"normal_type must be finite_difference \| null, got 'analytic'"):
+    with pytest.raises(ValueError, match=r"normal_type='analytic' is not allowed: must be one of 'finite_difference', None\."):
         VolumeGrid(VolumeGridConfig(grid_size=[2, 2, 2], normal_type="analytic"))

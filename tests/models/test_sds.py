@@ -103,7 +103,7 @@ def test_guidance_scale_follows_schedule():
         expected = (1 - abar) * (classifier_free_guidance(-0.2 * z_t, 0.3 * z_t + 0.1, scale) - noise)
         out = guidance(rgb, None, {}, t=t, noise=noise)
         torch.testing.assert_close(out["grad_norm"], expected.norm(), rtol=1e-5, atol=1e-6)
-    with pytest.raises(ConfigError, match="guidance.guidance_scale"):
+    with pytest.raises(ConfigError, match="guidance_scale='high' is not allowed"):
         SDSGuidance(SDSGuidanceConfig(guidance_scale="high"), prior=FakePrior())
 
 

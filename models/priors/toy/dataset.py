@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from framework.data.random_camera import RandomCameraDataConfig, RandomCameraIterableDataset
+from framework.value_checks import at_least, between, check_fields, greater_than, increasing_pair, inside
 from models.priors.toy.render import render_scene
 from models.priors.toy.scenes import composite_prompts, is_held_out, parse_prompt, single_shape_prompts
 
@@ -40,6 +41,19 @@ class ToyDatasetConfig:
     """Render at supersample x resolution and average down (anti-aliased edges)."""
     chunk: int = 64
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            n_images=at_least(1),
+            resolution=at_least(1),
+            composite_fraction=between(0, 1),
+            elevation_range=increasing_pair(between(-90, 90)),
+            camera_distance_range=increasing_pair(greater_than(0)),
+            fovy_range=increasing_pair(inside(0, 180)),
+            supersample=at_least(1),
+            chunk=at_least(1),
+        )
 
 
 def training_prompts() -> tuple[list[str], list[str]]:

@@ -30,10 +30,46 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor
 
+from framework.value_checks import (
+    at_least,
+    between,
+    check_fields,
+    greater_than,
+    increasing_pair,
+    inside,
+    number,
+    one_of,
+    optional,
+)
 from models.priors.base import DiffusionPrior
 
 from .exemplars import DEFAULT_SIGMA_DIR_DEG, DEFAULT_SIGMA_SCALE, ExemplarBank, camera_distance
 from .scenes import ToyScene, parse_prompt, single_shape_prompts
+
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "laplace", "sigmoid")
+"""diffusers' DDPMScheduler's beta_schedule values."""
+
+EXEMPLAR_PRIOR_RULES = dict(
+    resolution=at_least(1),
+    n_exemplars=at_least(1),
+    k_nearest=at_least(0),
+    k_nearest_uncond=optional(at_least(0)),
+    n_uncond_exemplars=at_least(1),
+    sigma_dir_deg=greater_than(0),
+    sigma_scale=greater_than(0),
+    camera_angle=one_of("rotation", "direction"),
+    elevation_range=increasing_pair(between(-90, 90)),
+    azimuth_range=increasing_pair(number()),
+    distance_range=increasing_pair(greater_than(0)),
+    fovy_range=increasing_pair(inside(0, 180)),
+    supersample=at_least(1),
+    num_train_timesteps=at_least(1),
+    beta_schedule=one_of(*BETA_SCHEDULES),
+    beta_start=inside(0, 1),
+    beta_end=inside(0, 1),
+)
+"""The rules of the fields the exact-score prior and the exact view prior share."""
 
 
 @dataclass
@@ -62,6 +98,9 @@ class ToyExactScorePriorConfig:
     beta_schedule: str = "scaled_linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
+
+    def __post_init__(self) -> None:
+        check_fields(self, **EXEMPLAR_PRIOR_RULES)
 
 
 def posterior_mean(

@@ -58,10 +58,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework.cameras import orbit_c2w
+from framework.value_checks import at_least, between, check_fields, greater_than, inside, one_of
 from models.priors.base import DiffusionPrior
 
 from .candidate_views import render_candidates, render_views
-from .exact_score import ToyExactScorePrior, ToyExactScorePriorConfig, posterior_mean
+from .exact_score import EXEMPLAR_PRIOR_RULES, ToyExactScorePrior, ToyExactScorePriorConfig, posterior_mean
 from .exemplars import DEFAULT_SIGMA_DIR_DEG, DEFAULT_SIGMA_SCALE, _log_apparent_size, camera_distance
 from .scenes import composite_prompts, parse_prompt, single_shape_prompts
 
@@ -100,6 +101,17 @@ class ToyExactViewPriorConfig:
     beta_start: float = 0.00085
     beta_end: float = 0.012
 
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            **EXEMPLAR_PRIOR_RULES,
+            pixel_sigma=greater_than(0),
+            max_scenes=at_least(1),
+            min_posterior=between(0, 1),
+            reference_fovy_deg=inside(0, 180),
+            target_views=one_of("bank", "render"),
+        )
+
 
 def _unique(prompts: List[str]) -> List[str]:
     """Canonical spellings, first occurrence kept (parsing also rejects a typo early)."""
@@ -119,10 +131,6 @@ class ToyExactViewPrior(DiffusionPrior):
     def __init__(self, cfg: ToyExactViewPriorConfig, **runtime_objects: Any) -> None:
         super().__init__()
         self.cfg = cfg
-        if cfg.pixel_sigma <= 0 or cfg.max_scenes < 1:
-            raise ValueError(f"pixel_sigma must be > 0 and max_scenes >= 1, got {cfg.pixel_sigma}, {cfg.max_scenes}")
-        if cfg.target_views not in ("bank", "render"):
-            raise ValueError(f"target_views must be 'bank' or 'render', got {cfg.target_views!r}")
         all_prompts = single_shape_prompts() + composite_prompts()
         self.candidates = _unique(list(cfg.candidate_prompts) if cfg.candidate_prompts is not None else all_prompts)
         uncond = cfg.uncond_prompts

@@ -35,6 +35,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from framework.interfaces import Evaluator
+from framework.value_checks import at_least, check_fields
 
 from .scenes import ToyScene, parse_prompt
 
@@ -222,6 +223,9 @@ class ToySceneEvaluatorConfig:
     grid_resolution: int = 128
     n_surface_samples: int = 100000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self, grid_resolution=at_least(1), n_surface_samples=at_least(1))
 
 
 class ToySceneEvaluator(Evaluator):

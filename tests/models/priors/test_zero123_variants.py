@@ -62,7 +62,7 @@ def test_unknown_pose_convention_is_a_config_error_naming_the_choices(tmp_path):
     with pytest.raises(ConfigError, match=r"pose_convention.*'zero123', 'stable-zero123'"):
         relative_pose(*[torch.zeros(1)] * 6, convention="zero-123")
     # checked before any file is looked at: a typo is not reported as missing weights
-    with pytest.raises(ConfigError, match="system.guidance.prior.pose_convention"):
+    with pytest.raises(ConfigError, match=r"pose_convention='stable' is not allowed: must be one of 'zero123', 'stable-zero123'"):
         Zero123Prior(Zero123PriorConfig(pretrained_model_name_or_path=str(tmp_path / "nowhere"), pose_convention="stable"))
 
 

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from framework.data.render_cache import CachedRendersDataModule, load_or_make
+from framework.value_checks import at_least, between, check_fields
 from models.priors.toy.dataset import ToyDatasetConfig, generate
 from models.prompt_processors.view_dependent import ViewDirections, view_prompts
 
@@ -35,6 +36,9 @@ class ToyImagesDataConfig:
     """Which view suffix a camera gets; the method using the prior must assign views the same way."""
     flip: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self, batch_size=at_least(1), view_prompt_probability=between(0, 1))
 
 
 def load_or_generate(cfg: ToyDatasetConfig, path: str | os.PathLike) -> dict[str, Any]:

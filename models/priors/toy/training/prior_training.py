@@ -31,6 +31,16 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from framework.value_checks import (
+    FieldValueError,
+    at_least,
+    between,
+    check_fields,
+    greater_than,
+    number_at_least,
+    one_of,
+    optional,
+)
 from models.priors.base import diffuse
 
 
@@ -57,6 +67,29 @@ class PriorTrainingConfig:
     save_dtype: str = "float16"
     """dtype of the exported weights: float16 (half the size) or float32."""
 
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            lr=greater_than(0),
+            weight_decay=number_at_least(0),
+            warmup_steps=at_least(0),
+            lr_decay_start=optional(at_least(0)),
+            lr_decay_end=optional(at_least(0)),
+            lr_final_ratio=number_at_least(0),
+            ema_decay=between(0, 1),
+            condition_dropout=between(0, 1),
+            sample_steps=at_least(1),
+            sample_guidance_scale=greater_than(0),
+            save_dtype=one_of("float16", "float32"),
+        )
+        start, end = self.lr_decay_start, self.lr_decay_end
+        if (start is None) != (end is None) or (start is not None and end <= start):
+            raise FieldValueError(
+                "lr_decay_end", end,
+                f"must be given with lr_decay_start and be > it (lr_decay_start={start!r}); or both null, "
+                "for a constant rate after the warm-up",
+            )
+
 
 class PriorTrainingSystem(pl.LightningModule):
     def __init__(self, cfg: PriorTrainingConfig, run_dir: Optional[str] = None):
@@ -64,15 +97,6 @@ class PriorTrainingSystem(pl.LightningModule):
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else Path(".")
         self.metrics: dict[str, float] = {}
-        if (cfg.lr_decay_start is None) != (cfg.lr_decay_end is None) or (
-            cfg.lr_decay_start is not None and cfg.lr_decay_end <= cfg.lr_decay_start
-        ):
-            raise ValueError(
-                f"lr_decay_start={cfg.lr_decay_start} and lr_decay_end={cfg.lr_decay_end}: give both, with "
-                "lr_decay_end after lr_decay_start (or neither, for a constant rate after the warm-up)"
-            )
-        if cfg.save_dtype not in ("float16", "float32"):
-            raise ValueError(f"save_dtype must be float16 or float32, got {cfg.save_dtype!r}")
 
     # ---- what a prior provides --------------------------------------------------------------
     def trained_modules(self) -> nn.ModuleDict:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from framework.value_checks import at_least, check_fields
 from framework.video import save_image
 from models.guidance.cfg import classifier_free_guidance
 from models.priors.toy.training.sample_check import SampleCheck, summarise
@@ -53,6 +54,10 @@ class ToyTextPriorTrainingConfig(PriorTrainingConfig):
     points it at the training data's (${data.dataset}). None: the toy method configs' ranges."""
     init_seed: Optional[int] = None
     """Seed of the initial weights; None: the run's seed."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, samples_per_prompt=at_least(1), n_check_exemplars=at_least(1))
 
 
 class ToyTextPriorTraining(PriorTrainingSystem):

@@ -24,10 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from framework.value_checks import between, check_fields, greater_than, inside, list_of, number, tuple_of
 from models.priors.toy.scenes import HELD_OUT_SINGLE_PROMPTS
 from models.priors.toy.view_prior import IMAGE_MEAN, IMAGE_STD, ToyViewPriorArch, build_view_prior, save_view_prior_folder
 from models.priors.zero123 import condition_tokens, encoder_pixels, relative_pose
 from models.priors.toy.training.prior_training import PriorTrainingConfig, PriorTrainingSystem
+
+ORBIT_CAMERA = tuple_of(between(-90, 90), number(), greater_than(0))
+"""[elevation (degrees), azimuth (degrees), distance]."""
 
 
 @dataclass
@@ -49,6 +53,16 @@ class ToyViewPriorTrainingConfig(PriorTrainingConfig):
     fg_threshold: float = 0.1
     sample_seed: int = 0
     """Seed of the sampling noise: the same noise at every check, so checks compare across steps."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(
+            self,
+            cond_camera=ORBIT_CAMERA,
+            check_cameras=list_of(ORBIT_CAMERA, min_length=1),
+            check_fovy_deg=inside(0, 180),
+            fg_threshold=between(0, 1),
+        )
 
 
 class ToyViewPriorTraining(PriorTrainingSystem):

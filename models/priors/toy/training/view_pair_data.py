@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from framework.data.render_cache import CachedRendersDataModule, load_or_make
+from framework.value_checks import at_least, between, check_fields, greater_than, increasing_pair, inside
 from models.priors.toy.dataset import camera_sampler, training_prompts
 from models.priors.toy.render import RENDERER_VERSION, render_scene
 from models.priors.toy.scenes import parse_prompt
@@ -44,6 +45,20 @@ class ToyViewPairsDataConfig:
     fovy_range: List[float] = field(default_factory=lambda: [35.0, 45.0])
     batch_size: int = 32
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            n_scenes=at_least(1),
+            views_per_scene=at_least(2),
+            resolution=at_least(1),
+            supersample=at_least(1),
+            composite_fraction=between(0, 1),
+            elevation_range=increasing_pair(between(-90, 90)),
+            camera_distance_range=increasing_pair(greater_than(0)),
+            fovy_range=increasing_pair(inside(0, 180)),
+            batch_size=at_least(1),
+        )
 
 
 def generate_views(cfg: ToyViewPairsDataConfig) -> dict[str, Any]:

@@ -125,7 +125,7 @@ def test_an_empty_weights_folder_names_what_is_missing(cli, tmp_path):
     empty.mkdir()
     code, output = cli("--config-name", "dreamfusion-sd", "system.prompt=a hamburger", "trainer.accelerator=cpu",
                        f"system.guidance.prior.pretrained_model_name_or_path={empty}", f"hydra.run.dir={tmp_path / 'r'}")
-    assert_refused(code, output, str(empty), "the folder has no unet/")
+    assert_refused(code, output, str(empty), "the folder has no text_encoder/, tokenizer/")
 
 
 def test_default_run_directories_are_not_left_behind_by_bad_input(cli, tmp_path, monkeypatch):
@@ -199,8 +199,10 @@ def test_partial_weights_loads_what_fits_and_says_how_much(toy_runs, cli, tmp_pa
     other = toy_runs["sjc-toy"] / "ckpts" / "last.ckpt"
     code, output = cli("--config-name", "dreamfusion-toy", *TINY, "trainer.max_steps=1", f"weights={other}",
                        "partial_weights=true", f"hydra.run.dir={tmp_path / 'r'}")
-    # SJC's geometry is a voxel grid, DreamFusion's a hash-grid NeRF: nothing of the model fits
-    assert_refused(code, output, "does not fit this model", "fills 0 of")
+    # SJC's geometry is a voxel grid, DreamFusion's a hash-grid NeRF: only the parts they share fit
+    assert code == 0, output[-3000:]
+    assert "initialised weights from" in output and "it fills 5 of the model's 15 tensors" in output
+    assert "missing geometry.encoding.table" in output
 
 
 def test_a_checkpoint_of_another_shape_names_the_config_difference(toy_runs, cli, tmp_path):

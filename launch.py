@@ -9,6 +9,7 @@ claimed exclusively (framework/run_directory.py). Exit codes: framework/errors.p
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -99,7 +100,7 @@ def describe_hydra_error(error: Exception) -> str:
     """Hydra's composition error as one message, with the cause and a fix. Hydra's own advice for an
     unknown key (`+key=...`) is replaced: that key would be refused before training anyway."""
     cause = error.__cause__
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "object_type", None) is not None:
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(getattr(cause, "object_type", None)):
         key, schema = cause.full_key, cause.object_type
         fields = sorted(getattr(schema, "__dataclass_fields__", {}))
         close = difflib.get_close_matches(key.rsplit(".", 1)[-1], fields, n=1)

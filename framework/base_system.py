@@ -70,10 +70,10 @@ def scene_warning(opacity: Tensor, step: int) -> str | None:
     mean, filled = float(opacity.mean()), float((opacity > 0.99).float().mean())
     if mean < 1e-3:
         return (f"step {step}: the scene is empty (mean opacity of the validation views {mean:.2g}); nothing will "
-                "be exported. The learning rate may be too high or the density bias too low.")
+                "be exported. The learning rates (system.optimizer) may be too high or the density bias too low.")
     if filled > 0.98:
         return (f"step {step}: the density fills the validation views ({filled:.0%} of pixels opaque); the scene "
-                "has exploded. Lower the learning rate (system.optimizer.lr) or raise the sparsity weight.")
+                "has exploded. Lower the learning rates (system.optimizer.lr and .params) or raise the sparsity weight.")
     return None
 
 

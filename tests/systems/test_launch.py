@@ -115,22 +115,20 @@ def test_multirun_runs_each_prompt(tmp_path, toy_cache):
     assert any("a_blue_sphere" in str(m) for m in metrics) and any("a_red_cube" in str(m) for m in metrics)
 
 
+# The whole table of bad input is tests/systems/test_bad_inputs.py (in-process); these few check the
+# real process: its exit code and that nothing is printed as a traceback.
 @pytest.mark.parametrize(
     "override, expected",
     [
         ("system.foo=1", "foo"),
-        ("system.geometry.radius=abc", "system.geometry.radius"),
-        ("trainer.max_steps=many", "trainer.max_steps"),
-        ("system/geometry=implicit-volum", "implicit-volume"),  # lists the available options
+        ("+system.promt=a red cube", "system.promt"),
         ("system.prompt=a pink elephant", "toy world"),
-        ("system.prompt=???", "system.prompt"),
-        ("mode=fly", "mode"),
         ("resume=/nonexistent/last.ckpt", "/nonexistent/last.ckpt"),
     ],
 )
 def test_bad_input_gives_a_clear_error(override, expected, tmp_path, toy_cache):
     result = launch(["--config-name", "dreamfusion-toy", override, f"hydra.run.dir={tmp_path / 'run'}"], toy_cache, timeout=120)
-    assert result.returncode != 0
+    assert result.returncode == 2
     message = result.stderr + result.stdout
     assert expected in message, message[-2000:]
     assert "Traceback" not in message, message[-3000:]

@@ -127,3 +127,18 @@ def test_a_run_whose_loss_is_always_nan_stops_with_exit_code_3(tmp_path, toy_cac
     checkpoint = torch.load(run_dir / "ckpts" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 3 and all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
     assert not (run_dir / "metrics.json").exists()  # no scores of an untrained model
+
+
+def test_a_diverging_scene_is_told_at_the_first_validation(tmp_path, toy_cache, monkeypatch, capsys):
+    monkeypatch.setenv("TOY3D_CACHE", str(toy_cache))
+    run_dir = tmp_path / "run"
+    code = launch.cli(["--config-name", "dreamfusion-toy", *TINY, "trainer.max_steps=20", "trainer.val_check_interval=10",
+                       "system.optimizer.params={geometry.encoding:{lr:1e6},geometry.density_network:{lr:1e6}}",
+                       f"hydra.run.dir={run_dir}"])
+    output = capsys.readouterr()
+    # at lr 1e6 the density leaves every sensible range at once: empty or filling every view
+    told = ("warning: step 10: the scene is empty", "warning: step 10: the density fills the validation views")
+    assert any(t in output.out for t in told), output.out[-3000:]
+    # and the export that cannot find a surface ends the run as failed training, not as a crash
+    assert code == EXIT_TRAINING_FAILED and "grid point is inside" in output.err, output.err[-3000:]
+    assert json.loads((run_dir / "status.json").read_text())["exit_code"] == EXIT_TRAINING_FAILED

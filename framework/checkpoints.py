@@ -106,11 +106,22 @@ def intact_zip(path: Path) -> bool:
         return False
 
 
+def is_training_checkpoint(path: Path) -> bool:
+    """Intact, and a Lightning checkpoint (memory-mapped: the tensors are not read)."""
+    if not intact_zip(path):
+        return False
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:
+        return False
+    return isinstance(checkpoint, dict) and "state_dict" in checkpoint
+
+
 def newest_intact_beside(path: Path) -> str:
     others = sorted((p for p in path.parent.glob("*.ckpt") if p.resolve() != path.resolve()),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     for other in others:
-        if intact_zip(other):
+        if is_training_checkpoint(other):
             return f"The newest intact checkpoint beside it is {other}."
     return f"No intact checkpoint is beside it in {path.parent}."
 

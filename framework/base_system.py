@@ -26,6 +26,7 @@ from torch import Tensor
 
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.loss_weights import LossWeights
+from framework.media_logging import log_image, log_turntable
 from framework.optim import OptimizerConfig, build_optimizer
 from framework.value_checks import at_least, check_entries, check_fields, number_at_least, optional, schedule_of
 from framework.video import image_grid, save_image, write_video
@@ -159,7 +160,10 @@ class BaseSystem(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         self._val_opacity.append(out["opacity"].detach().float().cpu().flatten())
-        self._save_image(f"it{self.global_step}-val-{batch['index']}.png", self._visual(out))
+        image = self._visual(out)
+        self._save_image(f"it{self.global_step}-val-{batch['index']}.png", image)
+        if self.trainer.is_global_zero:
+            log_image(self.trainer.loggers, f"val/view{batch['index']}", image, self.global_step)
 
     def on_validation_epoch_start(self) -> None:
         self._val_opacity = []
@@ -185,6 +189,7 @@ class BaseSystem(pl.LightningModule):
         if self._test_frames and self.trainer.is_global_zero:
             path = self.save_dir / f"it{self.global_step}-test.mp4"
             write_video(self._test_frames, path, fps=30)
+            log_turntable(self.trainer.loggers, "test/turntable", self._test_frames, path, self.global_step)
         self._test_frames = []
 
     def _visual(self, out: dict[str, Tensor]) -> np.ndarray:

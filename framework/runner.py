@@ -82,6 +82,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     if cfg.logger.wandb:
         from pytorch_lightning.loggers import WandbLogger
 
+        try:
+            import wandb  # noqa: F401
+        except ImportError as error:
+            raise ConfigError("logger.wandb=true needs Weights & Biases: pip install '.[wandb]' (or logger.wandb=false)") from error
+        # WANDB_MODE=offline keeps the run in <run>/wandb/ for a later `wandb sync`
         loggers.append(WandbLogger(project=cfg.logger.wandb_project, name=f"{cfg.name}/{run_dir.name}", save_dir=str(run_dir)))
     callbacks: list[pl.Callback] = [
         ConfigSnapshot(cfg, str(run_dir)),

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from framework import run_directory
+from framework.distributed import is_main_process
 from framework.errors import EXIT_CRASH, EXIT_DONE, EXIT_USER_INPUT, TrainingFailed, UserError
 from framework.runner import run
 from systems.schemas import register_schemas
@@ -58,6 +59,9 @@ if not OmegaConf.has_resolver("slug"):
 @hydra.main(config_path=str(Path(__file__).resolve().parent / "configs"), config_name="dreamfusion-toy", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if not is_main_process():  # a DDP rank > 0 (a copy of this command Lightning started): rank 0 keeps the books
+        run(cfg, run_dir)
+        return
     try:
         run(cfg, run_dir)
     except (UserError, TrainingFailed) as error:
@@ -88,7 +92,7 @@ def check_output_root(argv: list[str]) -> None:
                 f"cannot create the run directory {target}: {path} is not a writable directory. "
                 "Run from a writable folder or choose one with hydra.run.dir=<dir>."
             )
-    if "hydra.run.dir" in named and run_directory.holds_a_run(Path(named["hydra.run.dir"])):
+    if "hydra.run.dir" in named and is_main_process() and run_directory.holds_a_run(Path(named["hydra.run.dir"])):
         raise UserError(
             f"hydra.run.dir={named['hydra.run.dir']} already holds a run (checkpoints, images or logs); a new run "
             "there would mix the two. Choose a new directory, or leave hydra.run.dir out to get a fresh "

@@ -83,7 +83,8 @@ class BaseSystem(pl.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else Path(".")
-        self._test_frames: list[np.ndarray] = []
+        self._test_frames: list[tuple[int, np.ndarray]] = []
+        self._val_images: list[tuple[int, np.ndarray]] = []
         self.metrics: dict[str, float] = {}
         self.loss_terms: dict[str, float] = {}
         self._val_opacity: list[Tensor] = []
@@ -145,6 +146,8 @@ class BaseSystem(pl.LightningModule):
         return {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        if self.global_step == 0 and self.trainer.world_size > 1:
+            self._report_rank_cameras(batch)
         out = self.render(batch)
         losses = self.compute_losses(batch, out)
         total, logged = self.loss_weights.combine(losses, self.global_step)
@@ -154,43 +157,68 @@ class BaseSystem(pl.LightningModule):
         self.log("train/loss", total.detach(), prog_bar=False, on_step=True, on_epoch=False)
         return total
 
+    def _report_rank_cameras(self, batch: dict[str, Any]) -> None:
+        """A multi-process run's first step: every rank must have drawn its own cameras (seed + rank)."""
+        azimuths = self.all_gather(batch["azimuth"].detach().float()).reshape(self.trainer.world_size, -1)
+        distinct = len({tuple(row.tolist()) for row in azimuths}) == self.trainer.world_size
+        self.log("train/ranks_distinct_cameras", float(distinct), on_step=True, on_epoch=False, rank_zero_only=True)
+        if self.trainer.is_global_zero:
+            shown = "; ".join(f"rank {r}: {', '.join(f'{a:.1f}' for a in row.tolist())}" for r, row in enumerate(azimuths))
+            print(f"first-batch camera azimuths by rank ({'all different' if distinct else 'SAME on some ranks'}): {shown}",
+                  flush=True)
+
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self.render(batch)
         if self.trainer.sanity_checking:
             return
         self._val_opacity.append(out["opacity"].detach().float().cpu().flatten())
-        image = self._visual(out)
-        self._save_image(f"it{self.global_step}-val-{batch['index']}.png", image)
-        if self.trainer.is_global_zero:
-            log_image(self.trainer.loggers, f"val/view{batch['index']}", image, self.global_step)
+        self._val_images.append((int(batch["index"]), self._visual(out)))
 
     def on_validation_epoch_start(self) -> None:
-        self._val_opacity = []
+        self._val_opacity, self._val_images = [], []
 
     def on_validation_epoch_end(self) -> None:
+        for index, image in self._views_on_rank_zero(self._val_images):
+            self._save_image(f"it{self.global_step}-val-{index}.png", image)
+            log_image(self.trainer.loggers, f"val/view{index}", image, self.global_step)
         if self._val_opacity and self.trainer.is_global_zero:
             warning = scene_warning(torch.cat(self._val_opacity), self.global_step)
             if warning:
                 print(f"\nwarning: {warning}", flush=True)
-        self._val_opacity = []
+        self._val_opacity, self._val_images = [], []
 
     @torch.no_grad()
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self.render(batch)
-        frame = self._visual(out)
-        self._test_frames.append(frame)
-        self._save_image(f"it{self.global_step}-test/{batch['index']:04d}.png", frame)
+        self._test_frames.append((int(batch["index"]), self._visual(out)))
 
     def on_test_epoch_start(self) -> None:
         self._test_frames = []
 
     def on_test_epoch_end(self) -> None:
-        if self._test_frames and self.trainer.is_global_zero:
+        frames = self._views_on_rank_zero(self._test_frames)
+        for index, frame in frames:
+            self._save_image(f"it{self.global_step}-test/{index:04d}.png", frame)
+        if frames:
             path = self.save_dir / f"it{self.global_step}-test.mp4"
-            write_video(self._test_frames, path, fps=30)
-            log_turntable(self.trainer.loggers, "test/turntable", self._test_frames, path, self.global_step)
+            write_video([frame for _, frame in frames], path, fps=30)
+            log_turntable(self.trainer.loggers, "test/turntable", [frame for _, frame in frames], path, self.global_step)
         self._test_frames = []
+
+    def _views_on_rank_zero(self, views: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
+        """(index, image) of every rank's share of the views, in order, on rank 0 ([] on the others).
+        A multi-process run splits the views across ranks (Lightning's DistributedSampler pads the
+        shares to one length by repeating views; the repeats are dropped here)."""
+        if self.trainer.world_size == 1:
+            return sorted(views, key=lambda v: v[0])
+        indices = self.all_gather(torch.tensor([i for i, _ in views])).reshape(-1)
+        images = self.all_gather(torch.from_numpy(np.stack([image for _, image in views])))
+        images = images.reshape(-1, *images.shape[-3:])
+        if not self.trainer.is_global_zero:
+            return []
+        unique = {int(i): images[k].cpu().numpy() for k, i in enumerate(indices)}
+        return sorted(unique.items())
 
     def _visual(self, out: dict[str, Tensor]) -> np.ndarray:
         """RGB | normal | opacity side by side, (H, 3W, 3) float in [0, 1]."""

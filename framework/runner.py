@@ -21,6 +21,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from framework.callbacks import ConfigSnapshot, LossProgressBar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
+from framework.distributed import process_rank
 from framework.errors import TrainingFailed
 from framework.interfaces import RunnableSystem
 from framework.nonfinite_guard import NonFiniteGuard
@@ -149,8 +150,10 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     check_run_config(cfg)
     run_dir = Path(run_dir)
     check_writable(run_dir)
-    print(f"run directory: {run_dir}", flush=True)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    rank = process_rank()
+    if rank == 0:
+        print(f"run directory: {run_dir}", flush=True)
+    pl.seed_everything(cfg.seed + rank, workers=True, verbose=False)  # each DDP rank its own cameras and noise
 
     checkpoints = read_checkpoints(cfg)
 
@@ -170,7 +173,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.resume)
         metrics["train_seconds"] = time.perf_counter() - start
         stop_if_failed(trainer)
-        trainer.test(system, datamodule=datamodule)
+        trainer.test(system, datamodule=datamodule)  # each rank renders its share of the turntable; rank 0 writes it
+        if trainer.global_rank != 0:
+            return {}  # rank 0 alone exports, scores and writes metrics.json
         metrics.update(system.export())
     elif cfg.mode == "validate":
         trainer.validate(system, datamodule=datamodule, ckpt_path=cfg.resume)

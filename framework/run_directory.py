@@ -54,12 +54,15 @@ def holds_a_run(path: Path) -> bool:
     return False
 
 
-def write_status(run_dir: Path, status: str, **info: Any) -> None:
-    """status.json, replaced atomically (a reader never sees half a file)."""
-    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
-    tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}"
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """A JSON file replaced atomically (a reader, or a kill, never leaves half a file)."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, run_dir / STATUS_FILE)
+    os.replace(tmp, path)
+
+
+def write_status(run_dir: Path, status: str, **info: Any) -> None:
+    write_json(run_dir / STATUS_FILE, {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **info})
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:

@@ -5,7 +5,6 @@ The system it runs is a LightningModule that also fills framework.interfaces.Run
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from framework.callbacks import ConfigSnapshot, LossProgressBar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
 from framework.distributed import process_rank
+from framework.run_directory import write_json
 from framework.errors import TrainingFailed
 from framework.interfaces import RunnableSystem
 from framework.nonfinite_guard import NonFiniteGuard
@@ -189,8 +189,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
         logger.save()
 
-    with open(run_dir / "metrics.json", "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_json(run_dir / "metrics.json", metrics)
     report(metrics, run_dir)
     return metrics
 

@@ -3,6 +3,7 @@
     python launch.py --config-name dreamfusion-toy system.prompt="a blue torus"
     python launch.py --config-name dreamfusion-toy mode=export resume=outputs/.../ckpts/last.ckpt
     python launch.py --config-name dreamfusion-toy -m system.prompt="a red cube","a green cone"
+    python launch.py --config-name dreamfusion-toy -m hydra/launcher=joblib system.prompt="a red cube","a green cone"
 
 The run directory outputs/<name>/<tag>@<timestamp>/ is Hydra's output directory (configs/base.yaml),
 claimed exclusively (framework/run_directory.py). Exit codes: framework/errors.py. A multirun's jobs
@@ -17,6 +18,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,9 @@ def prompt_tag(*, _root_: DictConfig) -> str:
 
 
 register_schemas()
+# configs/hydra/launcher/{joblib,submitit_slurm}.yaml take the plugins' names and extend their schemas
+# explicitly (systems/schemas.py); Hydra also matches each with the plugin's node of the same name, and warns.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema", category=UserWarning)
 if not OmegaConf.has_resolver("slug"):
     OmegaConf.register_new_resolver("slug", slug)
     OmegaConf.register_new_resolver("prompt_tag", prompt_tag)

@@ -118,6 +118,10 @@ def number(value: Any, digits: int = 4) -> str:
 MARKDOWN_ERROR_CHARS = 120
 
 
+def shortened(error: str) -> str:
+    return error if len(error) <= MARKDOWN_ERROR_CHARS else error[: MARKDOWN_ERROR_CHARS - 1] + "…"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The table without the all_overrides column (the common overrides are said once, above it), errors
     cut at MARKDOWN_ERROR_CHARS."""
@@ -125,8 +129,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     header, cells = header[:-1], [c[:-1] for c in cells]
     error = header.index("error")
     for c in cells:
-        if len(c[error]) > MARKDOWN_ERROR_CHARS:
-            c[error] = c[error][: MARKDOWN_ERROR_CHARS - 1] + "…"
+        c[error] = shortened(c[error])
 
     def line(values: list[str]) -> str:
         return "| " + " | ".join(v.replace("|", "\\|").replace("\n", " ") for v in values) + " |"
@@ -166,12 +169,12 @@ def exit_code(rows: list[dict[str, Any]]) -> int:
 
 
 def describe_failures(rows: list[dict[str, Any]]) -> str:
-    """One line naming each failed run: its job number, overrides, exit code and error."""
+    """One line naming each failed run: its job number, overrides, exit code and error (cut short)."""
     failed = failures(rows)
     common = common_overrides(rows)
     parts = [
         f"job {r['job'] if r['job'] is not None else r['run_dir']} ({varying(r, common) or 'no overrides'}): "
-        f"{r['status']}, exit {r['exit_code']}" + (f", {r['error']}" if r["error"] else "")
+        f"{r['status']}, exit {r['exit_code']}" + (f", {shortened(r['error'])}" if r["error"] else "")
         for r in failed
     ]
     return f"{len(failed)} of {len(rows)} runs failed: " + "; ".join(parts)

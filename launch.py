@@ -3,9 +3,11 @@
     python launch.py --config-name dreamfusion-toy system.prompt="a blue torus"
     python launch.py --config-name dreamfusion-toy mode=export resume=outputs/.../ckpts/last.ckpt
     python launch.py --config-name dreamfusion-toy -m system.prompt="a red cube","a green cone"
+    python launch.py --config-name dreamfusion-toy -m hydra/launcher=joblib system.prompt="a red cube","a green cone"
 
 The run directory outputs/<name>/<tag>@<timestamp>/ is Hydra's output directory (configs/base.yaml),
-claimed exclusively (framework/run_directory.py). Exit codes: framework/errors.py.
+claimed exclusively (framework/run_directory.py). Exit codes: framework/errors.py. A multirun's jobs
+each fail alone; its summary and exit status: framework/sweep_callback.py (docs/running.md, Sweeps).
 """
 from __future__ import annotations
 
@@ -14,12 +16,17 @@ import difflib
 import os
 import re
 import sys
+import time
+import traceback
+import warnings
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -48,6 +55,9 @@ def prompt_tag(*, _root_: DictConfig) -> str:
 
 
 register_schemas()
+# configs/hydra/launcher/{joblib,submitit_slurm}.yaml take the plugins' names and extend their schemas
+# explicitly (systems/schemas.py); Hydra also matches each with the plugin's node of the same name, and warns.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema", category=UserWarning)
 if not OmegaConf.has_resolver("slug"):
     OmegaConf.register_new_resolver("slug", slug)
     OmegaConf.register_new_resolver("prompt_tag", prompt_tag)
@@ -57,25 +67,55 @@ if not OmegaConf.has_resolver("slug"):
 
 # absolute, so the config folder is found when launch is imported as a module too (tests call cli)
 @hydra.main(config_path=str(Path(__file__).resolve().parent / "configs"), config_name="dreamfusion-toy", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def main(cfg: DictConfig) -> int | None:
+    """One run. A single run ends the process with its exit code; a job of a multirun (-m) returns its code
+    instead, so a failing job fails alone and the sweep's summary (framework/sweep_callback.py) reports it."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        run_and_record(cfg, run_dir)
+        return None
+    job = {"job": hydra_cfg.job.num, "overrides": list(hydra_cfg.overrides.task)}
+    try:
+        run_and_record(cfg, run_dir, job=job)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else EXIT_CRASH
+    except Exception:  # a crash: this job's traceback, and the next job runs (a KeyboardInterrupt stops the sweep)
+        traceback.print_exc()
+        sys.stderr.flush()
+        return EXIT_CRASH
+    return EXIT_DONE
+
+
+def run_and_record(cfg: DictConfig, run_dir: Path, job: dict[str, Any] | None = None) -> None:
+    """`run`, with the run directory's status.json. A failure ends in sys.exit(code) (a crash re-raises). A
+    job of a multirun (`job` = its number and overrides, recorded in status.json) keeps the directory of a
+    run that never started, so the sweep's folder holds one folder per job, each with its status."""
+    start = time.monotonic()
     if not is_main_process():  # a DDP rank > 0 (a copy of this command Lightning started): rank 0 keeps the books
         run(cfg, run_dir)
         return
+
+    def record(status: str, **info: Any) -> None:
+        try:
+            run_directory.write_status(run_dir, status, **info, seconds=round(time.monotonic() - start, 2), **(job or {}))
+        except OSError as error:  # an unwritable run directory was the run's own error, already told
+            print(f"(no status.json in {run_dir}: {error.strerror})", file=sys.stderr)
+
     try:
         run(cfg, run_dir)
     except (UserError, TrainingFailed) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
-        if isinstance(error, UserError) and run_directory.discard_if_unused(run_dir):
+        if isinstance(error, UserError) and job is None and run_directory.discard_if_unused(run_dir):
             print(f"(the run directory {run_dir} was removed: the run had not started)", file=sys.stderr)
         else:
-            run_directory.write_status(run_dir, "failed", exit_code=error.exit_code, error=str(error).splitlines()[0])
+            record("failed", exit_code=error.exit_code, error=str(error).splitlines()[0])
         sys.exit(error.exit_code)
     except BaseException as error:  # a crash or a kill: the traceback is printed by the caller
         if run_dir.is_dir():
-            run_directory.write_status(run_dir, "failed", exit_code=EXIT_CRASH, error=repr(error)[:300])
+            record("failed", exit_code=EXIT_CRASH, error=repr(error)[:300])
         raise
-    run_directory.write_status(run_dir, "done", exit_code=EXIT_DONE)
+    record("done", exit_code=EXIT_DONE)
 
 
 def check_output_root(argv: list[str]) -> None:

@@ -83,8 +83,32 @@ SCHEMAS = {
 }
 
 
+def launcher_schemas() -> dict[str, type]:
+    """The sweep launchers' own configs (the `sweep` extra), for configs/hydra/launcher/<name>.yaml to extend:
+    those files take the plugins' names in hydra/launcher, so the plugins' nodes are stored again here as
+    schema/hydra/launcher/<name>. Empty without the plugins. Hydra's plugin scan runs each plugin module
+    again (new classes), so it runs first here, and the classes stored are those Hydra uses."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    found: dict[str, type] = {}
+    try:
+        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+        found["hydra/launcher/joblib"] = JobLibLauncherConf
+    except ImportError:
+        pass
+    try:
+        from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+        found["hydra/launcher/submitit_slurm"] = SlurmQueueConf
+    except ImportError:
+        pass
+    return found
+
+
 def register_schemas() -> None:
     store = ConfigStore.instance()
-    for path, node in SCHEMAS.items():
+    for path, node in {**SCHEMAS, **launcher_schemas()}.items():
         group, _, name = f"schema/{path}".rpartition("/")
         store.store(group=group, name=name, node=node)

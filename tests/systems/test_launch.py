@@ -113,6 +113,8 @@ def test_multirun_runs_each_prompt(tmp_path, toy_cache):
     metrics = sorted(tmp_path.rglob("metrics.json"))
     assert len(metrics) == 2, metrics
     assert any("a_blue_sphere" in str(m) for m in metrics) and any("a_red_cube" in str(m) for m in metrics)
+    summary = (tmp_path / "summary.csv").read_text().splitlines()  # the sweep's table (tests/systems/test_sweeps.py)
+    assert len(summary) == 3 and all(",done,0," in row for row in summary[1:]), summary
 
 
 # The whole table of bad input is tests/systems/test_bad_inputs.py (in-process); these few check the

@@ -31,6 +31,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from framework.errors import RunStopped
+from framework.run_directory import write_status
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -77,6 +78,11 @@ class Preemption(pl.Callback):
             first = self.signum is None
             self.signum = self.signum or signum
             trainer._signal_connector.received_sigterm = True  # Lightning's stop flag, read at the end of the step
+            if first and trainer.is_global_zero and "SLURM_JOB_ID" in os.environ:
+                # told now, not only once saved: should SLURM kill the job before the step ends, the
+                # requeued job still finds this run (launch.py requeued_job_resume) and its last checkpoint
+                write_status(self.run_dir, "stopping", signal=signal.Signals(signum).name, step=trainer.global_step,
+                             slurm_job_id=os.environ["SLURM_JOB_ID"])
             if first and trainer.is_global_zero:
                 print(f"\nreceived {signal.Signals(signum).name}: finishing step {trainer.global_step + 1}, then writing "
                       f"{self.checkpoint_path}", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ folder with `hydra.run.dir=` still puts the resumed run there. validate/test/exp
 get a new folder: they would otherwise replace the run's metrics.json, status.json and export.
 
 `status.json` in each run directory says how the run ended (`running`, `done`, `failed`,
-`stopped`), with the exit code and the first line of the error, for people and sweep summaries.
+`stopped`; `stopping` while a SLURM job stops on a signal), with the exit code and the first line of the error, for people and sweep summaries.
 """
 from __future__ import annotations
 
@@ -79,16 +79,18 @@ def config_subdir(output_dir: str) -> str:
 
 
 def stopped_run_of_job(job_id: str, roots: list[Path]) -> Path | None:
-    """The checkpoint of the run a SLURM job stopped on a signal (its status.json names the job), under
-    `roots` (run directories, or outputs/ two levels up from them), or None."""
+    """The checkpoint of the run a SLURM job stopped on a signal (its status.json, `stopped`, or `stopping`
+    when the job was killed before the step ended, names the job), under `roots` (run directories, or
+    outputs/ two levels up from them), or None."""
     candidates = []
     for root in roots:
         candidates += [root / STATUS_FILE, *root.glob(f"*/*/{STATUS_FILE}")]
     for path in candidates:
         status = read_status(path.parent) if path.is_file() else None
-        if status and status.get("status") == "stopped" and status.get("slurm_job_id") == job_id and status.get("checkpoint"):
-            if Path(status["checkpoint"]).is_file():
-                return Path(status["checkpoint"])
+        if status and status.get("status") in ("stopped", "stopping") and status.get("slurm_job_id") == job_id:
+            checkpoint = Path(status.get("checkpoint") or path.parent / "ckpts" / "last.ckpt")
+            if checkpoint.is_file():
+                return checkpoint
     return None
 
 

@@ -129,3 +129,36 @@ def test_resume_may_name_its_own_run_directory_but_a_fresh_run_may_not(tmp_path)
     for argv in ([f"hydra.run.dir={run}"], [f"hydra.run.dir={run}", f"resume={run / 'ckpts/last.ckpt'}", "mode=export"]):
         with pytest.raises(UserError, match="already holds a run"):
             launch_module.check_output_root(argv)
+
+
+def test_a_requeued_slurm_job_resumes_the_run_it_stopped(tmp_path, monkeypatch):
+    run = tmp_path / "outputs/dreamfusion-toy/a_red_cube@20261201-120000"
+    (run / "ckpts").mkdir(parents=True)
+    (run / "ckpts/last.ckpt").write_bytes(b"x")
+    (run / "status.json").write_text(json.dumps({"status": "stopped", "slurm_job_id": "123",
+                                                 "checkpoint": str(run / "ckpts/last.ckpt")}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    argv = ["--config-name", "dreamfusion-toy"]
+    assert launch_module.requeued_job_resume(argv) == [*argv, f"resume={run / 'ckpts/last.ckpt'}"]
+    assert launch_module.requeued_job_resume([*argv, "resume=other.ckpt"]) == [*argv, "resume=other.ckpt"]
+    monkeypatch.setenv("SLURM_JOB_ID", "456")  # another job's run is not taken
+    assert launch_module.requeued_job_resume(argv) == argv
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the job's first start
+    assert launch_module.requeued_job_resume(argv) == argv
+
+
+def test_slurm_batch_jobs_get_lightnings_requeueing_environment(monkeypatch):
+    from framework.runner import slurm_environment
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert slurm_environment() == []
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "toy3d")
+    (environment,) = slurm_environment()
+    assert environment.auto_requeue and environment.requeue_signal == signal.SIGUSR1
+    monkeypatch.setenv("SLURM_JOB_NAME", "bash")  # an interactive allocation: no requeueing
+    assert slurm_environment() == []

@@ -32,7 +32,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from framework import run_directory
 from framework.distributed import is_main_process
-from framework.errors import EXIT_CRASH, EXIT_DONE, EXIT_USER_INPUT, TrainingFailed, UserError
+from framework.errors import EXIT_CRASH, EXIT_DONE, EXIT_STOPPED, EXIT_USER_INPUT, RunStopped, TrainingFailed, UserError
 from framework.runner import run
 from systems.schemas import register_schemas
 
@@ -63,6 +63,8 @@ if not OmegaConf.has_resolver("slug"):
     OmegaConf.register_new_resolver("prompt_tag", prompt_tag)
     # cached: Hydra may resolve the run directory more than once; it must be claimed once
     OmegaConf.register_new_resolver("unique_dir", run_directory.claim, use_cache=True)
+    OmegaConf.register_new_resolver("run_dir", run_directory.run_dir, use_cache=True)
+    OmegaConf.register_new_resolver("config_subdir", run_directory.config_subdir, use_cache=True)
 
 
 # absolute, so the config folder is found when launch is imported as a module too (tests call cli)
@@ -79,6 +81,8 @@ def main(cfg: DictConfig) -> int | None:
     try:
         run_and_record(cfg, run_dir, job=job)
     except SystemExit as stop:
+        if stop.code == EXIT_STOPPED:
+            raise  # a signal (preemption, Ctrl-C) stops the sweep, not just this job
         return stop.code if isinstance(stop.code, int) else EXIT_CRASH
     except Exception:  # a crash: this job's traceback, and the next job runs (a KeyboardInterrupt stops the sweep)
         traceback.print_exc()
@@ -104,6 +108,10 @@ def run_and_record(cfg: DictConfig, run_dir: Path, job: dict[str, Any] | None = 
 
     try:
         run(cfg, run_dir)
+    except RunStopped as stop:  # a signal: the checkpoint is written (framework/preemption.py)
+        print(f"stopped: {stop}", file=sys.stderr, flush=True)
+        record("stopped", exit_code=stop.exit_code, **stop.status)
+        sys.exit(stop.exit_code)
     except (UserError, TrainingFailed) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         if isinstance(error, UserError) and job is None and run_directory.discard_if_unused(run_dir):
@@ -132,12 +140,21 @@ def check_output_root(argv: list[str]) -> None:
                 f"cannot create the run directory {target}: {path} is not a writable directory. "
                 "Run from a writable folder or choose one with hydra.run.dir=<dir>."
             )
-    if "hydra.run.dir" in named and is_main_process() and run_directory.holds_a_run(Path(named["hydra.run.dir"])):
+    if "hydra.run.dir" in named and is_main_process() and run_directory.holds_a_run(Path(named["hydra.run.dir"])) and not resumes_into(
+        argv, Path(named["hydra.run.dir"])
+    ):
         raise UserError(
             f"hydra.run.dir={named['hydra.run.dir']} already holds a run (checkpoints, images or logs); a new run "
             "there would mix the two. Choose a new directory, or leave hydra.run.dir out to get a fresh "
             "outputs/<name>/<tag>@<time>/; to continue that run pass resume=<its ckpts/last.ckpt>."
         )
+
+
+def resumes_into(argv: list[str], run_dir: Path) -> bool:
+    """True for a training run resumed from a checkpoint of `run_dir` itself (it continues there)."""
+    values = {k: a.split("=", 1)[1] for a in argv for k in ("resume", "mode") if a.startswith(k + "=")}
+    resumed = run_directory.resumed_run_dir(values.get("resume"))
+    return values.get("mode", "train") == "train" and resumed is not None and resumed == run_dir.absolute()
 
 
 def describe_hydra_error(error: Exception) -> str:
@@ -156,8 +173,23 @@ def describe_hydra_error(error: Exception) -> str:
     return "\n".join(lines)
 
 
+def requeued_job_resume(argv: list[str]) -> list[str]:
+    """A SLURM job requeued after SIGUSR1 (framework/preemption.py) runs its batch script again, with the same
+    command line: add resume= for the run this job stopped, so it continues instead of starting over."""
+    job, restarts = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_RESTART_COUNT", "0")
+    if not job or not restarts.isdigit() or int(restarts) < 1 or any(a.startswith("resume=") for a in argv):
+        return argv
+    named = [Path(a.split("=", 1)[1]) for a in argv if a.startswith("hydra.run.dir=")]
+    checkpoint = run_directory.stopped_run_of_job(job, named or [Path("outputs")])
+    if checkpoint is None:
+        return argv
+    print(f"SLURM job {job} requeued: continuing from {checkpoint}", file=sys.stderr, flush=True)
+    return [*argv, f"resume={checkpoint}"]
+
+
 def cli(argv: list[str]) -> int:
     """launch.py's whole command line -> its exit code (framework/errors.py). In-process callable (tests)."""
+    argv = requeued_job_resume(argv)
     try:
         check_output_root(argv)
     except UserError as error:

@@ -17,12 +17,13 @@ class ConfigSnapshot(pl.Callback):
     """Writes the composed config (interpolations resolved) to <run>/configs/parsed.yaml.
 
     Hydra itself stores the config as composed (config.yaml), the overrides and its own settings
-    in the same folder.
+    in the same folder. A run resumed in its own directory writes them to configs/resume-<k>/ (Hydra's
+    output_subdir then, framework/run_directory.py config_subdir), leaving the first run's in place.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: str):
+    def __init__(self, cfg: DictConfig, run_dir: str, config_subdir: str = "configs"):
         self.cfg = cfg
-        self.path = Path(run_dir) / "configs" / "parsed.yaml"
+        self.path = Path(run_dir) / config_subdir / "parsed.yaml"
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero:

@@ -5,6 +5,11 @@
     2  the user's input: config, prompt, picture, weights, checkpoint (UserError; message only)
     3  training failed: the loss or its gradient stayed non-finite, or the scene came out empty
        (TrainingFailed; message only, the run directory and its last good checkpoint are kept)
+    4  stopped by a signal (SIGTERM, SIGUSR1: a scheduler's preemption or SLURM's warning; SIGINT: Ctrl-C)
+       after the current step, with ckpts/last.ckpt written at the step reached (RunStopped; the resume
+       command is printed). One code for the three signals, rather than the shell's 128 + signum, so a
+       scheduler can tell "stopped, checkpoint written: resume me" from "killed" (which the shell
+       reports as 128 + signum: 137 for SIGKILL, 143 for a SIGTERM that came before training began).
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ EXIT_DONE = 0
 EXIT_CRASH = 1
 EXIT_USER_INPUT = 2
 EXIT_TRAINING_FAILED = 3
+EXIT_STOPPED = 4
 
 
 class UserError(Exception):
@@ -30,3 +36,14 @@ class TrainingFailed(Exception):
     says what happened, at which step, and what to change."""
 
     exit_code = EXIT_TRAINING_FAILED
+
+
+class RunStopped(Exception):
+    """Training stopped on a signal after finishing its step, with the checkpoint written (framework/preemption.py).
+    `status` is what status.json records: the step, the signal, the checkpoint and the resume command."""
+
+    exit_code = EXIT_STOPPED
+
+    def __init__(self, message: str, status: dict):
+        super().__init__(message)
+        self.status = status

@@ -6,8 +6,15 @@ folder with `os.mkdir`, which fails when the name exists, and then tries `<name>
 whichever process creates a name owns it. configs/base.yaml routes Hydra's run and sweep
 directories through it (the `unique_dir` resolver registered by launch.py).
 
+A training run resumed from a checkpoint of a run directory (`resume=<run>/ckpts/last.ckpt`, where
+`<run>/configs/` exists) continues in that directory instead (`run_dir`): its logs, checkpoints and
+images are added to the first run's. Hydra's config copies of the resumed run go to
+`configs/resume-<k>/` (`config_subdir`), so the first run's `configs/` stays as it was. Naming another
+folder with `hydra.run.dir=` still puts the resumed run there. validate/test/export with `resume=`
+get a new folder: they would otherwise replace the run's metrics.json, status.json and export.
+
 `status.json` in each run directory says how the run ended (`running`, `done`, `failed`,
-`stopped`), with the exit code and the first line of the error, for people and sweep summaries.
+`stopped`; `stopping` while a SLURM job stops on a signal), with the exit code and the first line of the error, for people and sweep summaries.
 """
 from __future__ import annotations
 
@@ -36,6 +43,55 @@ def claim(path: str | os.PathLike) -> str:
         except FileExistsError:
             continue
     raise FileExistsError(f"every name {base}-<k> up to 9999 is taken")
+
+
+def resumed_run_dir(resume: str | os.PathLike | None) -> Path | None:
+    """The run directory a checkpoint belongs to (`<run>/ckpts/<file>.ckpt` beside `<run>/configs/`), or None."""
+    if not resume:
+        return None
+    checkpoint = Path(os.fspath(resume)).absolute()
+    run = checkpoint.parent.parent
+    if checkpoint.parent.name == "ckpts" and (run / "configs").is_dir():
+        return run
+    return None
+
+
+def run_dir(default: str, resume: str | None, mode: str) -> str:
+    """Hydra's run directory (configs/base.yaml): the resumed run's own directory for a training run
+    resumed from one of its checkpoints, else a new one claimed from `default` (`claim`)."""
+    resumed = resumed_run_dir(resume) if mode == "train" else None
+    return str(resumed) if resumed is not None else claim(default)
+
+
+def config_subdir(output_dir: str) -> str:
+    """Where Hydra writes its config copies inside the run directory: `configs`, or for a run continued
+    in a directory whose `configs/` already holds a run's, the next free `configs/resume-<k>`."""
+    configs = Path(output_dir) / "configs"
+    if not (configs / "config.yaml").is_file():
+        return "configs"
+    for k in range(1, 10_000):
+        try:
+            (configs / f"resume-{k}").mkdir(parents=True)
+            return f"configs/resume-{k}"
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"every configs/resume-<k> up to 9999 is taken in {output_dir}")
+
+
+def stopped_run_of_job(job_id: str, roots: list[Path]) -> Path | None:
+    """The checkpoint of the run a SLURM job stopped on a signal (its status.json, `stopped`, or `stopping`
+    when the job was killed before the step ended, names the job), under `roots` (run directories, or
+    outputs/ two levels up from them), or None."""
+    candidates = []
+    for root in roots:
+        candidates += [root / STATUS_FILE, *root.glob(f"*/*/{STATUS_FILE}")]
+    for path in candidates:
+        status = read_status(path.parent) if path.is_file() else None
+        if status and status.get("status") in ("stopped", "stopping") and status.get("slurm_job_id") == job_id:
+            checkpoint = Path(status.get("checkpoint") or path.parent / "ckpts" / "last.ckpt")
+            if checkpoint.is_file():
+                return checkpoint
+    return None
 
 
 def holds_a_run(path: Path) -> bool:

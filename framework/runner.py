@@ -5,17 +5,23 @@ The system it runs is a LightningModule that also fills framework.interfaces.Run
 """
 from __future__ import annotations
 
+import contextlib
+import csv
 import os
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from framework.callbacks import ConfigSnapshot, LossProgressBar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
@@ -25,6 +31,8 @@ from framework.run_directory import write_json
 from framework.errors import TrainingFailed
 from framework.interfaces import RunnableSystem
 from framework.nonfinite_guard import NonFiniteGuard
+from framework.preemption import Preemption
+from framework.random_state import RandomState
 from framework.value_checks import check_config_values
 
 
@@ -74,10 +82,64 @@ def load_weights(system: pl.LightningModule, checkpoint: dict[str, Any], path: s
     print(f"initialised weights from {path}: {comparison.summary()}", flush=True)
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+class AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing metrics.csv is continued (a resumed run's rows follow
+    the first run's) instead of deleted. Rows at or after `from_step` are dropped first: a run resumed from
+    an older checkpoint logs those steps again."""
+
+    def __init__(self, log_dir: str, from_step: Optional[int]):
+        self._from_step = from_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys, rows = list(reader.fieldnames or []), list(reader)
+        if self._from_step is not None:
+            kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < self._from_step]
+            if len(kept) != len(rows):
+                with open(path, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=keys)
+                    writer.writeheader()
+                    writer.writerows(kept)
+        self.metrics_keys = keys
+
+
+class AppendingCSVLogger(CSVLogger):
+    def __init__(self, *args: Any, from_step: Optional[int] = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._from_step = from_step
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingWriter(self.log_dir, self._from_step)
+        return self._experiment
+
+
+def hydra_config_subdir() -> str:
+    """Hydra's output_subdir for this run (configs, or configs/resume-<k> for a resumed run), configs without Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().output_subdir or "configs") if HydraConfig.initialized() else "configs"
+
+
+def slurm_environment() -> list[Any]:
+    """Under a SLURM batch job: Lightning's SLURM environment, requeueing the job on SIGUSR1 (SLURM's warning
+    signal, `#SBATCH --signal=USR1@90`); framework/preemption.py stops the run after the step as well."""
+    if "SLURM_JOB_ID" not in os.environ or "SLURM_NTASKS" not in os.environ or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return []
+    return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = None) -> pl.Trainer:
     loggers: list[Any] = []
     if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv_logs", version=""))
+        loggers.append(AppendingCSVLogger(save_dir=str(run_dir), name="csv_logs", version="", from_step=resumed_step))
     if cfg.logger.tensorboard:
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tb_logs", version=""))
     if cfg.logger.wandb:
@@ -90,8 +152,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         # WANDB_MODE=offline keeps the run in <run>/wandb/ for a later `wandb sync`
         loggers.append(WandbLogger(project=cfg.logger.wandb_project, name=f"{cfg.name}/{run_dir.name}", save_dir=str(run_dir)))
     callbacks: list[pl.Callback] = [
-        ConfigSnapshot(cfg, str(run_dir)),
+        ConfigSnapshot(cfg, str(run_dir), hydra_config_subdir()),
         NonFiniteGuard(cfg.trainer.max_nonfinite_steps),
+        RandomState(),
+        Preemption(run_dir),
         ModelCheckpoint(
             dirpath=str(run_dir / "ckpts"),
             filename="step{step:06d}",
@@ -119,7 +183,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
         strategy=t.strategy,
         logger=loggers or False,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *slurm_environment()],
         default_root_dir=str(run_dir),
         enable_model_summary=False,
         inference_mode=False,  # analytic normals differentiate the density even when evaluating
@@ -165,15 +229,16 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         check_fits(system, checkpoints["resume"], Path(cfg.resume), "resume", cfg)
     elif cfg.mode == "train":
         system.initialise_for_training()
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, resumed_step=checkpoints["resume"].get("global_step") if cfg.resume and cfg.mode == "train" else None)
 
     metrics: dict[str, float] = {}
     start = time.perf_counter()
     if cfg.mode == "train":
-        trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.resume)
-        metrics["train_seconds"] = time.perf_counter() - start
-        stop_if_failed(trainer)
-        trainer.test(system, datamodule=datamodule)  # each rank renders its share of the turntable; rank 0 writes it
+        with stop_on_signal(trainer):
+            trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.resume)
+            metrics["train_seconds"] = time.perf_counter() - start
+            stop_if_failed(trainer)
+            trainer.test(system, datamodule=datamodule)  # each rank renders its share of the turntable; rank 0 writes it
         if trainer.global_rank != 0:
             return {}  # rank 0 alone exports, scores and writes metrics.json
         metrics.update(system.export())
@@ -192,6 +257,17 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     write_json(run_dir / "metrics.json", metrics)
     report(metrics, run_dir)
     return metrics
+
+
+@contextlib.contextmanager
+def stop_on_signal(trainer: pl.Trainer):
+    """Lightning's SIGTERMException (SIGTERM, SIGUSR1, SIGINT during fit or test: framework/preemption.py)
+    as a RunStopped, which names the step, the checkpoint and the resume command (exit code 4)."""
+    try:
+        yield
+    except SIGTERMException:
+        preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))
+        raise preemption.stop_error() from None
 
 
 def stop_if_failed(trainer: pl.Trainer) -> None:

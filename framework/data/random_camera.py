@@ -146,9 +146,30 @@ class RandomCameraIterableDataset(IterableDataset):
             self.generator.manual_seed(cfg.seed)
         else:
             self.generator.manual_seed(torch.initial_seed() % (2**63))
+        # Resuming exactly: Lightning fetches a batch ahead of the step it trains, so when a checkpoint is
+        # saved the generator has already drawn the next step's cameras. `index` numbers the samples (one
+        # per training step, the first of a fresh run 0), and `_before` keeps the generator's state and the
+        # step it was told before each of the last few samples, so `state_dict(next_step)` can give the
+        # state from which the batch of `next_step` is drawn.
+        self.index = 0
+        self._before: dict[int, tuple[torch.Tensor, int]] = {}
 
     def update_step(self, global_step: int) -> None:
         self.step = global_step
+
+    def state_dict(self, next_step: int) -> dict[str, Any]:
+        """The sampler as it was before drawing the batch of training step `next_step` (the trainer's
+        global_step when a checkpoint is saved)."""
+        if next_step in self._before:
+            generator, step = self._before[next_step]
+        else:  # not drawn yet (nothing fetched ahead)
+            generator, step, next_step = self.generator.get_state(), self.step, self.index
+        return {"index": next_step, "generator": generator.clone(), "step": step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.index, self.step = int(state["index"]), int(state["step"])
+        self.generator.set_state(state["generator"])
+        self._before = {}
 
     def __iter__(self):
         while True:
@@ -158,6 +179,9 @@ class RandomCameraIterableDataset(IterableDataset):
         return torch.rand(n, generator=self.generator) * (high - low) + low
 
     def sample(self) -> dict[str, Any]:
+        self._before[self.index] = (self.generator.get_state(), self.step)
+        self._before.pop(self.index - 4, None)
+        self.index += 1
         cfg = self.cfg
         n = value_at_step(cfg.batch_size, cfg.resolution_milestones, self.step)
         height = value_at_step(cfg.height, cfg.resolution_milestones, self.step)
@@ -231,6 +255,12 @@ class TurntableDataset(Dataset):
         return {"index": index, **batch}
 
 
+def sampler_step(datamodule: pl.LightningDataModule) -> int:
+    """The training step whose batch comes next: the trainer's global_step (one batch per step)."""
+    trainer = getattr(datamodule, "trainer", None)
+    return int(trainer.global_step) if trainer is not None else 0
+
+
 class RandomCameraDataModule(pl.LightningDataModule):
     def __init__(self, cfg: RandomCameraDataConfig):
         super().__init__()
@@ -239,6 +269,14 @@ class RandomCameraDataModule(pl.LightningDataModule):
 
     def update_step(self, global_step: int) -> None:
         self.train_dataset.update_step(global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The camera sampler's state, for an exact resume (Lightning stores it in each checkpoint)."""
+        return {"train_cameras": self.train_dataset.state_dict(sampler_step(self))}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_cameras" in state_dict:  # older checkpoints hold none: the seed's stream then
+            self.train_dataset.load_state_dict(state_dict["train_cameras"])
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_dataset, batch_size=None, num_workers=0)

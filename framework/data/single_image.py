@@ -36,6 +36,7 @@ from framework.data.random_camera import (
     RandomCameraIterableDataset,
     TurntableDataset,
     check_scheduled,
+    sampler_step,
     value_at_step,
 )
 from framework.data.reference_image import BACKGROUND_REMOVALS, ReferenceImage, check_mask, load_reference_image
@@ -220,6 +221,15 @@ class SingleImageDataModule(pl.LightningDataModule):
 
     def update_step(self, global_step: int) -> None:
         self.train_dataset.update_step(global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The random views' camera sampler, for an exact resume (as RandomCameraDataModule's)."""
+        return {"train_cameras": self.train_dataset.random_views.state_dict(sampler_step(self))}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_cameras" in state_dict:
+            self.train_dataset.random_views.load_state_dict(state_dict["train_cameras"])
+            self.train_dataset.step = self.train_dataset.random_views.step
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_dataset, batch_size=None, num_workers=0)

@@ -9,6 +9,8 @@ Only the global-zero rank calls these (BaseSystem writes media on rank 0 only).
 """
 from __future__ import annotations
 
+import itertools
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -16,6 +18,21 @@ import numpy as np
 from pytorch_lightning.loggers import TensorBoardLogger
 
 TURNTABLE_STRIP_FRAMES = 8
+_writer_numbers = itertools.count()
+
+
+class TensorBoardEventsLogger(TensorBoardLogger):
+    """Lightning's TensorBoard logger, each events file of its own name.
+
+    Lightning closes the writer after `fit` and opens a new one for `test`; tensorboardX names the
+    file by the second it opened and the host, so a fit shorter than a second made the test's writer
+    reuse the fit's file name, and one of the two phases (the turntable) was lost."""
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is None:
+            self._kwargs["filename_suffix"] = f".{os.getpid()}.{next(_writer_numbers)}"
+        return super().experiment
 
 
 def _is_wandb(logger: Any) -> bool:

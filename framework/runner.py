@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -27,6 +27,7 @@ from framework.callbacks import ConfigSnapshot, LossProgressBar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
 from framework.distributed import process_rank
+from framework.media_logging import TensorBoardEventsLogger
 from framework.run_directory import write_json
 from framework.errors import TrainingFailed
 from framework.interfaces import RunnableSystem
@@ -141,7 +142,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = 
     if cfg.logger.csv:
         loggers.append(AppendingCSVLogger(save_dir=str(run_dir), name="csv_logs", version="", from_step=resumed_step))
     if cfg.logger.tensorboard:
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tb_logs", version=""))
+        loggers.append(TensorBoardEventsLogger(save_dir=str(run_dir), name="tb_logs", version=""))
     if cfg.logger.wandb:
         from pytorch_lightning.loggers import WandbLogger
 

@@ -24,9 +24,10 @@ _writer_numbers = itertools.count()
 class TensorBoardEventsLogger(TensorBoardLogger):
     """Lightning's TensorBoard logger, each events file of its own name.
 
-    Lightning closes the writer after `fit` and opens a new one for `test`; tensorboardX names the
-    file by the second it opened and the host, so a fit shorter than a second made the test's writer
-    reuse the fit's file name, and one of the two phases (the turntable) was lost."""
+    Lightning closes the writer after `fit` and opens a new one for `test`. tensorboardX (Lightning's
+    writer when the tensorboard package is absent) names the file by the second it opened and the
+    host, so a fit shorter than a second made the test's writer reuse the fit's file name, and one of
+    the two phases (the turntable) was lost."""
 
     @property
     def experiment(self) -> Any:

@@ -27,8 +27,9 @@ from torch import Tensor
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.loss_weights import LossWeights
 from framework.media_logging import log_image, log_turntable
+from framework.mesh_cleanup import clean_mesh
 from framework.optim import OptimizerConfig, build_optimizer
-from framework.value_checks import at_least, check_entries, check_fields, number_at_least, optional, schedule_of
+from framework.value_checks import at_least, between, check_entries, check_fields, number_at_least, optional, schedule_of
 from framework.video import image_grid, save_image, write_video
 
 
@@ -37,9 +38,14 @@ class ExportConfig:
     texture_size: int = 1024
     """Side of the baked albedo texture in texels."""
     glb: bool = True
+    max_faces: Optional[int] = 30000
+    """Decimate the exported mesh to at most this many faces (null: keep all; framework/mesh_cleanup.py)."""
+    min_component_fraction: float = 0.05
+    """Drop disconnected pieces with fewer than this fraction of the faces (0: keep every piece)."""
 
     def __post_init__(self) -> None:
-        check_fields(self, texture_size=at_least(1))
+        check_fields(self, texture_size=at_least(1), max_faces=optional(at_least(4)),
+                     min_component_fraction=between(0, 1))
 
 
 @dataclass
@@ -242,6 +248,7 @@ class BaseSystem(pl.LightningModule):
 
         export_dir = self.save_dir / "export"
         mesh, albedo_fn = self.export_mesh()
+        mesh = clean_mesh(mesh, self.cfg.export.min_component_fraction, self.cfg.export.max_faces)
         export_textured_mesh(
             mesh, albedo_fn, export_dir, texture_size=self.cfg.export.texture_size, glb=self.cfg.export.glb
         )

@@ -312,7 +312,7 @@ def _write_mtl(path: Path, texture_name: str) -> None:
 
 
 def _write_glb(path: Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray,
-               image: np.ndarray) -> None:
+               image: np.ndarray, normals: np.ndarray) -> None:
     import trimesh
     from PIL import Image
 
@@ -321,10 +321,11 @@ def _write_glb(path: Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarr
         metallicFactor=0.0, roughnessFactor=1.0,
     )
     mesh = trimesh.Trimesh(
-        vertices=vertices @ WORLD_TO_GLTF.T, faces=faces,
+        vertices=vertices @ WORLD_TO_GLTF.T, faces=faces, vertex_normals=normals @ WORLD_TO_GLTF.T,
         visual=trimesh.visual.TextureVisuals(uv=uv, material=material), process=False,
     )
-    mesh.export(path, file_type="glb")
+    # the welded mesh's normals, so viewers shade smoothly across UV seams rather than flat
+    mesh.export(path, file_type="glb", include_normals=True)
 
 
 def export_textured_mesh(
@@ -375,5 +376,5 @@ def export_textured_mesh(
                uv_faces)
     if glb:
         paths["glb"] = out_dir / f"{name}.glb"
-        _write_glb(paths["glb"], vertices[vmapping], uv_faces, uv, image)
+        _write_glb(paths["glb"], vertices[vmapping], uv_faces, uv, image, normals[vmapping])
     return paths

@@ -1,0 +1,46 @@
+"""The exported mesh made one that other tools take as it is: one piece, welded, a bounded face count.
+
+- Vertices at the same position are welded (trimesh's `merge_vertices`), so faces share corners.
+- Disconnected pieces below `min_component_fraction` of the faces are dropped (the floaters a NeRF's
+  isosurface leaves; `framework.isosurface.remove_small_components`).
+- Quadric decimation to at most `max_faces` (fast-simplification, a maintained wrapper of
+  Fast-Quadric-Mesh-Simplification), so the xatlas UV unwrap of framework/export.py (used up to 60k
+  faces) always runs and the texture is an atlas of charts a person can paint, not one chart per triangle.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from framework.interfaces import Mesh
+from framework.isosurface import remove_small_components
+
+
+def clean_mesh(mesh: Mesh, min_component_fraction: float = 0.05, max_faces: Optional[int] = 30_000) -> Mesh:
+    import trimesh
+
+    tm = trimesh.Trimesh(mesh.vertices.detach().cpu().numpy(), mesh.faces.detach().cpu().numpy(), process=False)
+    tm.merge_vertices()  # first: pieces are found through shared corners
+    vertices, faces = np.asarray(tm.vertices), np.asarray(tm.faces)
+    if min_component_fraction > 0:
+        welded = remove_small_components(Mesh(torch.from_numpy(vertices), torch.from_numpy(faces)), min_component_fraction)
+        vertices, faces = welded.vertices.numpy(), welded.faces.numpy()
+    if max_faces is not None and len(faces) > max_faces:
+        import fast_simplification
+
+        vertices, faces = fast_simplification.simplify(vertices.astype(np.float32), faces.astype(np.int64),
+                                                       target_count=int(max_faces))
+        tm = trimesh.Trimesh(vertices, faces, process=False)
+        # collapses can leave two vertices a hair apart: weld at the OBJ's 6 decimals, so a tool that welds
+        # the file finds the same closed surface, then drop the faces that became degenerate or doubled
+        tm.merge_vertices(digits_vertex=6)
+        tm.update_faces(tm.nondegenerate_faces() & tm.unique_faces())
+        tm.remove_unreferenced_vertices()
+        vertices, faces = np.asarray(tm.vertices), np.asarray(tm.faces)
+        if min_component_fraction > 0:
+            # a collapse now and then leaves a two-faced sliver hanging on a non-manifold edge: drop it again
+            pieces = remove_small_components(Mesh(torch.from_numpy(vertices), torch.from_numpy(faces)), min_component_fraction)
+            vertices, faces = pieces.vertices.numpy(), pieces.faces.numpy()
+    return Mesh(vertices=torch.from_numpy(vertices.astype(np.float32)), faces=torch.from_numpy(faces.astype(np.int64)))

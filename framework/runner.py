@@ -26,6 +26,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from framework.callbacks import ConfigSnapshot, LossProgressBar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
+from framework.console import quiet_library_notices
 from framework.distributed import process_rank
 from framework.media_logging import TensorBoardEventsLogger
 from framework.run_directory import write_json
@@ -212,6 +213,7 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
 
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
+    quiet_library_notices()
     check_run_config(cfg)
     run_dir = Path(run_dir)
     check_writable(run_dir)

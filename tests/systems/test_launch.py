@@ -47,6 +47,8 @@ def test_two_step_train_test_export(trained_run):
         assert key in metrics and 0 <= metrics[key] < 10
     assert f"run directory: {run_dir}" in result.stdout
     assert "iou" in result.stdout  # scores printed at the end
+    # no library notices a user could not act on (framework/console.py)
+    assert "Tip:" not in result.stdout + result.stderr and "LeafSpec" not in result.stdout + result.stderr
     ckpt = torch.load(run_dir / "ckpts/last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2
     assert not any(k.startswith("guidance.") for k in ckpt["state_dict"])  # frozen prior not saved

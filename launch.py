@@ -12,7 +12,6 @@ each fail alone; its summary and exit status: framework/sweep_callback.py (docs/
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import sys
@@ -34,6 +33,7 @@ from framework import run_directory
 from framework.distributed import is_main_process
 from framework.errors import EXIT_CRASH, EXIT_DONE, EXIT_STOPPED, EXIT_USER_INPUT, RunStopped, TrainingFailed, UserError
 from framework.runner import run
+from framework.value_checks import unknown_key_message
 from systems.schemas import register_schemas
 
 
@@ -130,7 +130,7 @@ def check_output_root(argv: list[str]) -> None:
     """Hydra creates the run directory before any of our code runs; check its place first so an
     unwritable one, or one that already holds another run, is a clear error rather than a traceback
     or a mixed folder."""
-    named = {k: a.split("=", 1)[1] for a in argv for k in ("hydra.run.dir", "hydra.sweep.dir") if a.startswith(k + "=")}
+    named = overrides_of(argv, "hydra.run.dir", "hydra.sweep.dir")
     for target in list(named.values()) or ["outputs"]:
         path = Path(target).absolute()
         while not path.exists():
@@ -150,9 +150,14 @@ def check_output_root(argv: list[str]) -> None:
         )
 
 
+def overrides_of(argv: list[str], *keys: str) -> dict[str, str]:
+    """{key: value} of the command line's `key=value` overrides among `keys` (read before Hydra composes)."""
+    return {k: a.split("=", 1)[1] for a in argv for k in keys if a.startswith(k + "=")}
+
+
 def resumes_into(argv: list[str], run_dir: Path) -> bool:
     """True for a training run resumed from a checkpoint of `run_dir` itself (it continues there)."""
-    values = {k: a.split("=", 1)[1] for a in argv for k in ("resume", "mode") if a.startswith(k + "=")}
+    values = overrides_of(argv, "resume", "mode")
     resumed = run_directory.resumed_run_dir(values.get("resume"))
     return values.get("mode", "train") == "train" and resumed is not None and resumed == run_dir.absolute()
 
@@ -162,11 +167,7 @@ def describe_hydra_error(error: Exception) -> str:
     unknown key (`+key=...`) is replaced: that key would be refused before training anyway."""
     cause = error.__cause__
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(getattr(cause, "object_type", None)):
-        key, schema = cause.full_key, cause.object_type
-        fields = sorted(getattr(schema, "__dataclass_fields__", {}))
-        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], fields, n=1)
-        hint = f"did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}? " if close else ""
-        return f"{key} is not a key of {schema.__name__}: {hint}Its keys are {', '.join(fields)}."
+        return unknown_key_message(cause.full_key, cause.object_type)
     lines = [line for line in str(error).splitlines() if not line.startswith("To append to your config use")]
     if isinstance(cause, OmegaConfBaseException):
         lines += [line for line in str(cause).splitlines() if line.strip()]
@@ -177,10 +178,11 @@ def requeued_job_resume(argv: list[str]) -> list[str]:
     """A SLURM job requeued after SIGUSR1 (framework/preemption.py) runs its batch script again, with the same
     command line: add resume= for the run this job stopped, so it continues instead of starting over."""
     job, restarts = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_RESTART_COUNT", "0")
-    if not job or not restarts.isdigit() or int(restarts) < 1 or any(a.startswith("resume=") for a in argv):
+    named = overrides_of(argv, "resume", "hydra.run.dir")
+    if not job or not restarts.isdigit() or int(restarts) < 1 or "resume" in named:
         return argv
-    named = [Path(a.split("=", 1)[1]) for a in argv if a.startswith("hydra.run.dir=")]
-    checkpoint = run_directory.stopped_run_of_job(job, named or [Path("outputs")])
+    roots = [Path(named["hydra.run.dir"])] if "hydra.run.dir" in named else [Path("outputs")]
+    checkpoint = run_directory.stopped_run_of_job(job, roots)
     if checkpoint is None:
         return argv
     print(f"SLURM job {job} requeued: continuing from {checkpoint}", file=sys.stderr, flush=True)

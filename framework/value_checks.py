@@ -127,12 +127,17 @@ def schedule_of(rule: Rule) -> Rule:
     return Rule(f"{rule.allowed} at every step (a number or a schedule)", test)
 
 
+def _unset(value: Any) -> bool:
+    """A required value not set (`???`): check_missing names it, the rules skip it."""
+    return isinstance(value, str) and value == "???"
+
+
 def check_fields(config: Any, **rules: Rule) -> None:
     """Raise FieldValueError for the first field of `config` its rule does not allow."""
     for name, rule in rules.items():
         value = getattr(config, name)
-        if isinstance(value, str) and value == "???":
-            continue  # a required value not set: check_missing names it
+        if _unset(value):
+            continue
         if not rule.allows(value):
             raise FieldValueError(name, value, rule.allowed)
 
@@ -174,18 +179,24 @@ def _check_finite(value: Any, key: str) -> None:
             _check_finite(v, f"{key.rstrip('.')}[{i}].")
 
 
+def unknown_key_message(key: str, schema: type) -> str:
+    """`key` (dotted, from the root) is no field of the dataclass `schema`: the message, with the closest field.
+    Also launch.py's, for the unknown keys Hydra finds while composing."""
+    fields = sorted(f.name for f in dataclasses.fields(schema))
+    parent, _, leaf = key.rpartition(".")
+    close = difflib.get_close_matches(leaf, fields, n=1)
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    return f"{key} is not a key of {schema.__name__}: {hint}Its keys are {', '.join(fields)}."
+
+
 def check_unknown_keys(cfg: DictConfig, prefix: str = "") -> None:
     """A key no schema has (`+system.promt=...` gets past Hydra's own check) is an error like a misspelt one."""
     schema = OmegaConf.get_type(cfg)
     known = {f.name for f in dataclasses.fields(schema)} if schema and dataclasses.is_dataclass(schema) else None
     for key in cfg.keys():
         if known is not None and key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"did you mean {prefix}{close[0]}? " if close else ""
-            raise ConfigError(
-                f"{prefix}{key} is not a key of {schema.__name__}: {hint}Its keys are {', '.join(sorted(known))}. "
-                f"Remove the override (a leading '+' does not make an unknown key work)."
-            )
+            raise ConfigError(unknown_key_message(f"{prefix}{key}", schema)
+                              + " Remove the override (a leading '+' does not make an unknown key work).")
         if not OmegaConf.is_missing(cfg, key) and not OmegaConf.is_interpolation(cfg, key):
             child = cfg._get_node(key)
             if isinstance(child, DictConfig) and not child._is_none():
@@ -253,7 +264,7 @@ def tuple_of(*rules: Rule) -> Rule:
 def check_entries(config: Any, name: str, rule: Rule) -> None:
     """Every value of the mapping field `name` allowed by `rule`; a FieldValueError names `name.<key>`."""
     entries = getattr(config, name)
-    if isinstance(entries, str) and entries == "???":
+    if _unset(entries):
         return
     for key, value in (entries or {}).items():
         if not rule.allows(value):
@@ -266,7 +277,7 @@ def check_order(config: Any, low: str, high: str, *, strict: bool = False) -> No
     piecewise-linear and the step-wise modes). A field that is None or not set is not compared; call
     it after check_fields, which has checked each value on its own."""
     a, b = getattr(config, low), getattr(config, high)
-    if any(v is None or (isinstance(v, str) and v == "???") for v in (a, b)):
+    if any(v is None or _unset(v) for v in (a, b)):
         return
     first, second = Schedule.parse(a, low), Schedule.parse(b, high)
     points = sorted({p for s in first.steps + second.steps for p in (s, math.nextafter(s, -math.inf))})

@@ -29,13 +29,14 @@ STATUS_FILE = "status.json"
 HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}
 
 
-def claim(path: str | os.PathLike) -> str:
-    """Create `path` (or the first free `path-<k>`) and return the absolute path of the one created."""
+def claim(path: str | os.PathLike, first_suffix: int = 0) -> str:
+    """Create `path` (or the first free `path-<k>`) and return the absolute path of the one created.
+    With `first_suffix` k0 > 0 the names tried are `path-<k0>`, `path-<k0 + 1>`, ... only."""
     base = os.fspath(path).rstrip("/")
     parent = os.path.dirname(base)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    for k in range(10_000):
+    for k in range(first_suffix, 10_000):
         candidate = base if k == 0 else f"{base}-{k}"
         try:
             os.mkdir(candidate)
@@ -69,13 +70,7 @@ def config_subdir(output_dir: str) -> str:
     configs = Path(output_dir) / "configs"
     if not (configs / "config.yaml").is_file():
         return "configs"
-    for k in range(1, 10_000):
-        try:
-            (configs / f"resume-{k}").mkdir(parents=True)
-            return f"configs/resume-{k}"
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"every configs/resume-<k> up to 9999 is taken in {output_dir}")
+    return os.path.relpath(claim(configs / "resume", first_suffix=1), output_dir)
 
 
 def stopped_run_of_job(job_id: str, roots: list[Path]) -> Path | None:
@@ -110,6 +105,15 @@ def holds_a_run(path: Path) -> bool:
     return False
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when it is missing, unreadable or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def write_json(path: Path, record: dict[str, Any]) -> None:
     """A JSON file replaced atomically (a reader, or a kill, never leaves half a file)."""
     tmp = path.parent / f".{path.name}.{os.getpid()}"
@@ -122,10 +126,7 @@ def write_status(run_dir: Path, status: str, **info: Any) -> None:
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(run_dir / STATUS_FILE)
 
 
 def discard_if_unused(run_dir: Path) -> bool:

@@ -13,14 +13,13 @@ overrides, when status.json lacks them).
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from framework.run_directory import STATUS_FILE, read_status
+from framework.run_directory import STATUS_FILE, read_json, read_status
 
 CSV_FILE = "summary.csv"
 MARKDOWN_FILE = "summary.md"
@@ -31,7 +30,7 @@ TIMINGS = ("train_seconds", "total_seconds")  # metrics.json's timings: the wall
 def read_run(run_dir: Path, folder: Path) -> dict[str, Any]:
     """One row: the run directory's status, overrides, metrics and wall time."""
     status = read_status(run_dir) or {}
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_json(run_dir / "metrics.json") or {}
     overrides = status.get("overrides")
     if overrides is None:
         try:
@@ -49,14 +48,6 @@ def read_run(run_dir: Path, folder: Path) -> dict[str, Any]:
         "seconds": seconds,
         "run_dir": str(run_dir.relative_to(folder)) if run_dir != folder else ".",
     }
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def collect(folder: str | Path) -> list[dict[str, Any]]:

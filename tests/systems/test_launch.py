@@ -19,7 +19,8 @@ def run_dir_files(run_dir: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, toy_cache):
     run_dir = tmp_path_factory.mktemp("runs") / "first"
-    result = launch(["--config-name", "dreamfusion-toy", *TINY_TOY_RUN, f"hydra.run.dir={run_dir}"], toy_cache)
+    result = launch(["--config-name", "dreamfusion-toy", *TINY_TOY_RUN, "trainer.step_times=true", f"hydra.run.dir={run_dir}"],
+                    toy_cache)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir, result
 
@@ -52,6 +53,17 @@ def test_two_step_train_test_export(trained_run):
     ckpt = torch.load(run_dir / "ckpts/last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2
     assert not any(k.startswith("guidance.") for k in ckpt["state_dict"])  # frozen prior not saved
+
+
+def test_step_times_break_the_step_down(trained_run):
+    """trainer.step_times=true: the parts of a step and the phases, printed and written to the run dir."""
+    run_dir, result = trained_run
+    table = json.loads((run_dir / "step_times.json").read_text())
+    for part in ("train step", "train step/render/sampling", "train step/render/field", "train step/losses/guidance",
+                 "train step/backward", "train step/optimizer", "validation", "test video", "export"):
+        assert part in table, f"{part} missing from {sorted(table)}"
+    assert table["train step"]["calls"] == 2
+    assert "time per part (2 training steps" in result.stdout
 
 
 def test_resume_continues_at_the_right_step(trained_run, tmp_path, toy_cache):

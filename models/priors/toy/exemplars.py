@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from framework.cameras import orbit_c2w, spherical_to_cartesian
+from framework.step_times import section
 
 from .render import RENDERER_VERSION, render_scene
 from .scenes import ToyScene, parse_prompt
@@ -160,14 +161,15 @@ class ExemplarBank:
                     return data["images"].float()
             except Exception:  # a truncated or foreign file: render again and overwrite
                 pass
-        images = torch.cat(
-            [
-                render_scene(
-                    self.scene, self.c2w[i : i + 256], self.fovy[i : i + 256], self.height, self.width, self.supersample
-                )["rgb"]
-                for i in range(0, self.n, 256)
-            ]
-        ).clamp(0.0, 1.0)
+        with section("exemplar bank"):
+            images = torch.cat(
+                [
+                    render_scene(
+                        self.scene, self.c2w[i : i + 256], self.fovy[i : i + 256], self.height, self.width, self.supersample
+                    )["rgb"]
+                    for i in range(0, self.n, 256)
+                ]
+            ).clamp(0.0, 1.0)
         path.parent.mkdir(parents=True, exist_ok=True)
         # write then rename, so parallel runs (Hydra multirun) never read a half-written file
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -162,22 +162,24 @@ CPP_SOURCE = Path(__file__).with_name("hash_grid_cpu.cpp")
 _cpp_module = None
 
 
+def build_cpu_extension(name: str, source: Path):
+    """Compile (first use, about a minute; cached in ~/.cache/torch_extensions, or
+    $TORCH_EXTENSIONS_DIR) and import one C++ source with the kernel's flags; the benchmark's
+    probe (benchmarks/hash_grid_probe.cpp) is built by this too."""
+    from torch.utils.cpp_extension import load
+
+    # the `ninja` wheel puts its binary beside this interpreter, which may not be on PATH
+    bin_dir = os.path.dirname(sys.executable)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    return load(name=name, sources=[str(source)], extra_cflags=["-O3", "-fopenmp", "-funroll-loops"], extra_ldflags=["-fopenmp"])
+
+
 def load_cpp_kernel():
-    """Compile (first use, about a minute; cached in ~/.cache/torch_extensions) the CPU kernel."""
+    """The CPU kernel (models/encodings/hash_grid_cpu.cpp), compiled on first use."""
     global _cpp_module
     if _cpp_module is None:
-        from torch.utils.cpp_extension import load
-
-        # the `ninja` wheel puts its binary beside this interpreter, which may not be on PATH
-        bin_dir = os.path.dirname(sys.executable)
-        if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-            os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-        _cpp_module = load(
-            name="hash_grid_cpu_v10",
-            sources=[str(CPP_SOURCE)],
-            extra_cflags=["-O3", "-fopenmp", "-funroll-loops"],
-            extra_ldflags=["-fopenmp"],
-        )
+        _cpp_module = build_cpu_extension("hash_grid_cpu_v11", CPP_SOURCE)
     return _cpp_module
 
 

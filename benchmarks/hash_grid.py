@@ -4,10 +4,11 @@ Usage: python benchmarks/hash_grid.py [--sizes 16:19,12:17:256] [--backends cpp,
            [--n-points 262144] [--repeat 7] [--kernel NAME=path/to/kernel.cpp]
 
 The probe (benchmarks/hash_grid_probe.cpp, compiled with the kernel's flags, same threads) does
-the same lookups as the plain loop one writes by hand: per point, level by level, the dense
-index or tcnn's hash, trilinear weights, gather; backward the same loop scatter-adding into one
-gradient buffer per thread, then summed. No autograd, no framework. Its forward and table
-gradient are checked against each backend on a small case first (the `check` lines).
+the same lookups as the plain loop one writes by hand: each thread a contiguous share of the
+points, level by level, point by point: the dense index or tcnn's hash, trilinear weights,
+gather; backward the same loop scatter-adding into one gradient buffer per thread, then summed.
+No autograd, no framework, no prefetching. Its forward and table gradient are checked against
+each backend on a small case first (the `check` lines: "same" or the run stops).
 
 Sizes are LEVELS:LOG2_TABLE[:FINEST_RESOLUTION]: 16:19 is the default grid (finest 4096),
 12:17:256 the demo's (configs/dreamfusion-toy.yaml). Points are uniform in the unit cube; the

@@ -4,7 +4,7 @@
 // Compiled on first use by torch.utils.cpp_extension.load; the pure-PyTorch backend is its twin,
 // benchmarks/hash_grid.py times it against a plain hand-written loop (benchmarks/hash_grid_probe.cpp).
 //
-// Where the speed comes from (each kept because benchmarks/hash_grid.py's ratio said so):
+// Where the speed comes from (the first three measured by benchmarks/hash_grid.py's ratio):
 // - each thread takes one contiguous share of the points and goes level by level, so a level's
 //   table stays in cache (a 2^17-row level is 1 MB, a core's L2 here); the rows of the next K
 //   points are prefetched while the current point is summed: hashed rows are random addresses,

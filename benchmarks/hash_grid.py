@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/hash_grid.py [--sizes 16:19,12:17:256] [--backends cpp,torch]
            [--n-points 262144] [--repeat 7] [--kernel NAME=path/to/kernel.cpp]
+           [--normals-size 12:17:256] [--normals-points 93184]
 
 The probe (benchmarks/hash_grid_probe.cpp, compiled with the kernel's flags, same threads) does
 the same lookups as the plain loop one writes by hand: each thread a contiguous share of the
@@ -21,7 +22,14 @@ and size, for scripts:
 
 then an indented line with the forward-only figures. --kernel NAME=PATH also times another
 build of the C++ kernel (a source with the same functions, e.g. an older version from git) as
-backend NAME, beside the current one. On CUDA the torch and tcnn backends' speeds follow (no probe).
+backend NAME, beside the current one, and adds the analytic-normal line: what one training step
+of the demo does with the encoding (forward, d enc/dx inside a create_graph autograd.grad, then
+one backward through the encoding and the normals: table scatter plus the second-order interp
+and scatter), each other kernel timed back to back with `cpp`:
+
+    hash_grid normals <name> L<levels> T<log2 table> step <M pts/s> cpp <M pts/s> ratio <cpp speed / name's>
+
+then an indented line with input_grad alone. On CUDA the torch and tcnn backends' speeds follow (no probe).
 """
 from __future__ import annotations
 
@@ -114,6 +122,55 @@ def bench(probe, backend: str, levels: int, log2_table: int, finest: float | Non
           f"N={n}, threads={torch.get_num_threads()}, {args.repeat} repeats, load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
+def bench_normals(kernels: dict, levels: int, log2_table: int, finest: float | None, args) -> None:
+    """The analytic-normal path of one training step, for each kernel in `kernels`, interleaved with cpp."""
+    enc = encoding(levels, log2_table, finest, "cpp")
+    with torch.no_grad():
+        enc.table.normal_()
+    n, lv = args.normals_points, level_tensors(enc)
+    x, g, h = torch.rand(n, 3), torch.randn(n, enc.n_output_dims), torch.randn(n, 3)
+    head = torch.randn(enc.n_output_dims)  # a linear "density" of the features
+
+    def step():
+        enc.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_(True)
+        out = enc(xg, normals_only=True)
+        normals = torch.autograd.grad((out @ head).sum(), xg, create_graph=True)[0]
+        ((out * g).sum() + (normals * h).sum()).backward()
+        return normals.detach(), enc.table.grad
+
+    def input_grad():
+        hg._cpp_module.input_grad(x, enc.table.detach(), g, *lv)
+
+    results, times = {}, {k: {"step": [], "ig": []} for k in kernels}
+    for name, module in kernels.items():  # warm-up, and the kernels must agree
+        hg._cpp_module = module
+        results[name] = step()
+    ref = results["cpp"]
+    for name, (nrm, grad) in results.items():
+        d_n, d_g = (nrm - ref[0]).abs().max().item(), (grad - ref[1]).abs().max().item()
+        if d_n > 1e-3 * max(1.0, ref[0].abs().max().item()) or d_g > 1e-3 * max(1.0, ref[1].abs().max().item()):
+            raise SystemExit(f"normals path: kernel {name} disagrees with cpp (normals {d_n:.1e}, table gradient {d_g:.1e})")
+    for _ in range(args.repeat):
+        for name, module in kernels.items():
+            hg._cpp_module = module
+            times[name]["step"].append(seconds(step))
+            times[name]["ig"].append(seconds(input_grad))
+    hg._cpp_module = kernels["cpp"]
+    mp = lambda t: n / t / 1e6  # noqa: E731
+    c = times["cpp"]
+    for name in kernels:
+        if name == "cpp":
+            continue
+        t = times[name]
+        r_step = statistics.median(a / b for a, b in zip(t["step"], c["step"]))
+        r_ig = statistics.median(a / b for a, b in zip(t["ig"], c["ig"]))
+        print(f"hash_grid normals {name} L{levels} T{log2_table} step {mp(statistics.median(t['step'])):.3f} "
+              f"cpp {mp(statistics.median(c['step'])):.3f} ratio {r_step:.2f}")
+        print(f"    input_grad {mp(statistics.median(t['ig'])):.3f} cpp {mp(statistics.median(c['ig'])):.3f} ratio {r_ig:.2f}; "
+              f"N={n}, threads={torch.get_num_threads()}, {args.repeat} repeats, load average {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def bench_cuda(backend: str, levels: int, log2_table: int, finest: float | None, args) -> None:
     enc = encoding(levels, log2_table, finest, backend, "cuda")
     x, g = torch.rand(args.n_points, 3, device="cuda"), torch.randn(args.n_points, enc.n_output_dims, device="cuda")
@@ -133,6 +190,8 @@ def main() -> None:
     p.add_argument("--backends", default="cpp,torch", help="CPU backends to time, comma-separated")
     p.add_argument("--n-points", type=int, default=2**18)
     p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--normals-size", default="12:17:256", help="LEVELS:LOG2_TABLE[:FINEST] of the analytic-normal line (with --kernel)")
+    p.add_argument("--normals-points", type=int, default=93184, help="points of the analytic-normal line (the demo: about 93k)")
     p.add_argument("--kernel", action="append", default=[], metavar="NAME=PATH", help="also time this C++ kernel source as backend NAME")
     args = p.parse_args()
     probe = hg.build_cpu_extension("hash_grid_probe", PROBE_SOURCE)
@@ -141,6 +200,10 @@ def main() -> None:
         name, path = spec.split("=", 1)
         kernels[name] = hg.build_cpu_extension(f"hash_grid_bench_{name}", Path(path))
     backends = [b for b in args.backends.split(",") if b != "cpp"]
+    if "cpp" in kernels and len(kernels) > 1:
+        levels, log2_table, *finest = args.normals_size.split(":")
+        bench_normals(kernels, int(levels), int(log2_table), float(finest[0]) if finest else None, args)
+        hg._cpp_module = kernels["cpp"]
     for spec in args.sizes.split(","):
         levels, log2_table, *finest = spec.split(":")
         size = (int(levels), int(log2_table), float(finest[0]) if finest else None)

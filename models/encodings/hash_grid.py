@@ -181,7 +181,7 @@ def load_cpp_kernel():
     """The CPU kernel (models/encodings/hash_grid_cpu.cpp), compiled on first use."""
     global _cpp_module
     if _cpp_module is None:
-        _cpp_module = build_cpu_extension("hash_grid_cpu_v11", CPP_SOURCE)
+        _cpp_module = build_cpu_extension("hash_grid_cpu_v12", CPP_SOURCE)
     return _cpp_module
 
 

@@ -49,10 +49,10 @@ std::vector<Level> read_levels(torch::Tensor scale, torch::Tensor res, torch::Te
 }
 
 // One level's 8 corners (c = bx + 2 by + 4 bz) exactly as tcnn's grid_index() (uint32 arithmetic,
-// rows local to the level) and their weights: trilinear w_c or, with DIR, dw_c/dx . v.
-template <bool DENSE, bool DIR>
-inline void corners(const Level& lv, const float* p, const float* v, uint32_t idx[8], float w[8]) {
-    float fr[3]; uint32_t g[3];
+// rows local to the level), the cell fractions, and the weights: trilinear w_c or, with DIR, dw_c/dx . v.
+template <bool DENSE>
+inline void cell(const Level& lv, const float* p, uint32_t idx[8], float fr[3]) {
+    uint32_t g[3];
     for (int d = 0; d < 3; ++d) {
         const float pos = p[d] * lv.scale + 0.5f, fl = std::floor(pos);
         g[d] = (uint32_t)(int32_t)fl;
@@ -68,6 +68,11 @@ inline void corners(const Level& lv, const float* p, const float* v, uint32_t id
         const uint32_t m = lv.size - 1, hy[2] = {g[1] * P1, (g[1] + 1) * P1}, hz[2] = {g[2] * P2, (g[2] + 1) * P2};
         for (int c = 0; c < 8; ++c) idx[c] = ((g[0] + (c & 1)) ^ hy[(c >> 1) & 1] ^ hz[c >> 2]) & m;
     }
+}
+template <bool DENSE, bool DIR>
+inline void corners(const Level& lv, const float* p, const float* v, uint32_t idx[8], float w[8]) {
+    float fr[3];
+    cell<DENSE>(lv, p, idx, fr);
     const float wx[2] = {1.f - fr[0], fr[0]}, wy[2] = {1.f - fr[1], fr[1]}, wz[2] = {1.f - fr[2], fr[2]};
     for (int c = 0; c < 8; ++c) {
         const float ax = wx[c & 1], ay = wy[(c >> 1) & 1], az = wz[c >> 2];
@@ -207,32 +212,47 @@ torch::Tensor scatter(torch::Tensor x, torch::Tensor g, int64_t n_rows, c10::opt
     return grad;
 }
 
-// gx[n, d] += sum_{c, f} gl[n * LF + f] tl[idx_c * F + f] dw_c/dx_d for n in [b, e)  (one level)
-template <bool DENSE>
-static void input_grad_level(const Level& lv, int64_t F, int64_t LF, const float* x, const float* tl, const float* gl,
+// gx[n - b, d] += sum_{c, f} gl[(n - b) * F + f] tl[idx_c * F + f] dw_c/dx_d for n in [b, e)  (one level;
+// gl: the share's g for this level, contiguous). The K points ahead keep their rows and fractions.
+template <int FT, bool DENSE>
+static void input_grad_level(const Level& lv, int64_t Fr, const float* x, const float* tl, const float* gl,
                              float* gx, int64_t b, int64_t e) {
-    Ring<DENSE, false, false> r(lv, x, nullptr, tl, F);
-    r.start(b, e);
+    const int64_t F = FT > 0 ? FT : Fr;
+    uint32_t idx[K][8]; float frs[K][3];
+    auto prep = [&](int64_t n) {
+        const int s = (int)(n & (K - 1));
+        cell<DENSE>(lv, x + 3 * n, idx[s], frs[s]);
+        for (int c = 0; c < 8; ++c) __builtin_prefetch(tl + (int64_t)idx[s][c] * F, 0);
+    };
+    for (int64_t n = b; n < e && n < b + K; ++n) prep(n);
     for (int64_t n = b; n < e; ++n) {
-        const uint32_t* idx = r.idx[n & (K - 1)];
-        const float* gn = gl + n * LF;
-        float fr[3];  // the weights' derivatives are rebuilt from the fractions
-        for (int d = 0; d < 3; ++d) { const float pos = x[3 * n + d] * lv.scale + 0.5f; fr[d] = pos - std::floor(pos); }
-        float acc[3] = {0.f, 0.f, 0.f};
+        const int s = (int)(n & (K - 1));
+        const uint32_t* id = idx[s]; const float* fr = frs[s];
+        const float* gn = gl + (n - b) * F;
+        float t[8];  // corner c's row . g
         for (int c = 0; c < 8; ++c) {
-            float t = 0.f;
-            for (int64_t f = 0; f < F; ++f) t += tl[(int64_t)idx[c] * F + f] * gn[f];
-            const float wx = (c & 1) ? fr[0] : 1.f - fr[0], wy = (c & 2) ? fr[1] : 1.f - fr[1], wz = (c & 4) ? fr[2] : 1.f - fr[2];
-            acc[0] += ((c & 1) ? t : -t) * wy * wz;
-            acc[1] += ((c & 2) ? t : -t) * wx * wz;
-            acc[2] += ((c & 4) ? t : -t) * wx * wy;
+            const float* row = tl + (int64_t)id[c] * F;
+            float a = 0.f;
+            for (int64_t f = 0; f < F; ++f) a += row[f] * gn[f];
+            t[c] = a;
         }
-        for (int d = 0; d < 3; ++d) gx[3 * n + d] += lv.scale * acc[d];
-        if (n + K < e) r.prep(n + K);
+        const float wx[2] = {1.f - fr[0], fr[0]}, wy[2] = {1.f - fr[1], fr[1]}, wz[2] = {1.f - fr[2], fr[2]};
+        float acc[3] = {0.f, 0.f, 0.f};
+        for (int c = 0; c < 8; ++c) {  // d(w_c)/d(pos_d) = +-(the other two weights)
+            const float tc = t[c], ax = wx[c & 1], ay = wy[(c >> 1) & 1], az = wz[c >> 2];
+            acc[0] += ((c & 1) ? tc : -tc) * ay * az;
+            acc[1] += ((c & 2) ? tc : -tc) * ax * az;
+            acc[2] += ((c & 4) ? tc : -tc) * ax * ay;
+        }
+        float* g3 = gx + 3 * (n - b);
+        for (int d = 0; d < 3; ++d) g3[d] += lv.scale * acc[d];
+        if (n + K < e) prep(n + K);
     }
 }
 
-// grad_x[n, d] = sum_{l, c, f} g[n, l*F + f] table[off_l + idx_c, f] dw_c/dx_d
+// grad_x[n, d] = sum_{l, c, f} g[n, l*F + f] table[off_l + idx_c, f] dw_c/dx_d. As the forward: each
+// thread one contiguous share of the points, level by level; the share's g is first copied level-major
+// (each level then reads F contiguous floats per point, not one strided slice of every row of g).
 torch::Tensor input_grad(torch::Tensor x, torch::Tensor table, torch::Tensor g, torch::Tensor scale,
                          torch::Tensor res, torch::Tensor params, torch::Tensor offset, torch::Tensor dense) {
     const auto lv = read_levels(scale, res, params, offset, dense);
@@ -241,9 +261,18 @@ torch::Tensor input_grad(torch::Tensor x, torch::Tensor table, torch::Tensor g, 
     const float* xp = x.data_ptr<float>(); const float* tp = table.data_ptr<float>();
     const float* gp = g.data_ptr<float>(); float* gxp = gx.data_ptr<float>();
     at::parallel_for(0, N, 1024, [&](int64_t b, int64_t e) {
-        for (int64_t l = 0; l < L; ++l)
-            (lv[l].dense ? input_grad_level<true> : input_grad_level<false>)(lv[l], F, L * F, xp, tp + (int64_t)lv[l].offset * F,
-                                                                          gp + l * F, gxp, b, e);
+        const int64_t m = e - b;
+        std::unique_ptr<float[]> buf(new float[L * m * F]);  // (L, m, F)
+        for (int64_t n = 0; n < m; ++n) {
+            const float* gn = gp + (b + n) * L * F;
+            for (int64_t l = 0; l < L; ++l)
+                for (int64_t f = 0; f < F; ++f) buf[(l * m + n) * F + f] = gn[l * F + f];
+        }
+        for (int64_t l = 0; l < L; ++l) {
+            const float* tl = tp + (int64_t)lv[l].offset * F; const float* gl = buf.get() + l * m * F;
+            if (F == 2) (lv[l].dense ? input_grad_level<2, true> : input_grad_level<2, false>)(lv[l], F, xp, tl, gl, gxp + 3 * b, b, e);
+            else (lv[l].dense ? input_grad_level<0, true> : input_grad_level<0, false>)(lv[l], F, xp, tl, gl, gxp + 3 * b, b, e);
+        }
     });
     return gx;
 }

@@ -153,6 +153,22 @@ void scatter_any(const Level& lv, int64_t F, const float* x, const float* v, con
     (F == 2 ? scatter_f<2, DIR> : scatter_f<0, DIR>)(lv, F, x, v, gl, gs, tl, N);
 }
 
+// Levels own disjoint table rows: each thread takes the next free level, hashed (big, cache-missing)
+// levels first, then by size, so no two threads write the same row (no atomics, no copies).
+template <class Fn>
+void for_levels(const std::vector<Level>& lv, Fn run_level) {
+    const int64_t L = lv.size();
+    std::vector<int64_t> order(L);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return lv[a].dense != lv[b].dense ? !lv[a].dense : lv[a].size > lv[b].size;
+    });
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+        for (int64_t k; (k = next.fetch_add(1)) < L;) run_level(order[k]);
+    });
+}
+
 }  // namespace
 
 // out[n, l*F + f] = sum_c w_c(x_n) table[off_l + idx_c, f]; with v: weights dw_c/dx . v_n.
@@ -193,23 +209,77 @@ torch::Tensor scatter(torch::Tensor x, torch::Tensor g, int64_t n_rows, c10::opt
     float* tp = grad.data_ptr<float>();
     const int64_t used = L > 0 ? (int64_t)lv[L - 1].offset + lv[L - 1].size : 0;
     if (used < n_rows) std::memset(tp + used * F, 0, (n_rows - used) * F * sizeof(float));  // inactive levels
-    std::vector<int64_t> order(L);  // hashed (big, cache-missing) levels first, then by size
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-        return lv[a].dense != lv[b].dense ? !lv[a].dense : lv[a].size > lv[b].size;
-    });
-    auto run_level = [&](int64_t l) {
+    for_levels(lv, [&](int64_t l) {
         const Level& lk = lv[l];
         float* tl = tp + (int64_t)lk.offset * F;
         std::memset(tl, 0, (size_t)lk.size * F * sizeof(float));
         if (vp) scatter_any<true>(lk, F, xp, vp, gp + l * F, L * F, tl, N);
         else scatter_any<false>(lk, F, xp, vp, gp + l * F, L * F, tl, N);
-    };
-    std::atomic<int64_t> next{0};
-    at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-        for (int64_t k; (k = next.fetch_add(1)) < L;) run_level(order[k]);
     });
     return grad;
+}
+
+// Both second-order terms of input_grad in one pass per level (they share the corners and weights
+// dw_c/dx . v): dg[n, l*F + f] = sum_c w_c tl[idx_c, f] (interp with v) and dtl[idx_c, f] += w_c g[n, l*F + f]
+// (scatter with v). Threads take whole levels as in scatter; dg goes level-major first, then row by row.
+template <int FT, bool DENSE>
+void second_order_level(const Level& lv, int64_t Fr, const float* x, const float* v, const float* tl, const float* gl,
+                        int64_t gs, float* dtl, float* dgl, int64_t N) {
+    const int64_t F = FT > 0 ? FT : Fr;
+    uint32_t idx[K][8]; float w[K][8];
+    auto prep = [&](int64_t n) {
+        const int s = (int)(n & (K - 1));
+        corners<DENSE, true>(lv, x + 3 * n, v + 3 * n, idx[s], w[s]);
+        for (int c = 0; c < 8; ++c) {
+            __builtin_prefetch(tl + (int64_t)idx[s][c] * F, 0);
+            __builtin_prefetch(dtl + (int64_t)idx[s][c] * F, 1);
+        }
+    };
+    for (int64_t n = 0; n < N && n < K; ++n) prep(n);
+    for (int64_t n = 0; n < N; ++n) {
+        const int s = (int)(n & (K - 1));
+        const float* gn = gl + n * gs; float* on = dgl + n * F;
+        for (int64_t f = 0; f < F; ++f) {
+            float acc = 0.f;
+            for (int c = 0; c < 8; ++c) acc += w[s][c] * tl[(int64_t)idx[s][c] * F + f];
+            on[f] = acc;
+        }
+        for (int c = 0; c < 8; ++c) {
+            float* t = dtl + (int64_t)idx[s][c] * F;
+            const float wc = w[s][c];
+            for (int64_t f = 0; f < F; ++f) t[f] += wc * gn[f];
+        }
+        if (n + K < N) prep(n + K);
+    }
+}
+
+// (x, table, g, v) -> (interp(x, table, v), scatter(x, g, n_rows, v)): _InputGrad's backward.
+std::vector<torch::Tensor> second_order(torch::Tensor x, torch::Tensor table, torch::Tensor g, torch::Tensor v, torch::Tensor scale,
+                                        torch::Tensor res, torch::Tensor params, torch::Tensor offset, torch::Tensor dense) {
+    const auto lv = read_levels(scale, res, params, offset, dense);
+    const int64_t N = x.size(0), L = lv.size(), F = table.size(1), n_rows = table.size(0);
+    const float* xp = x.data_ptr<float>(); const float* tp = table.data_ptr<float>();
+    const float* gp = g.data_ptr<float>(); const float* vp = v.data_ptr<float>();
+    auto grad = torch::empty({n_rows, F}, x.options());
+    auto dg = torch::empty({N, L * F}, x.options());
+    float* dtp = grad.data_ptr<float>(); float* dgp = dg.data_ptr<float>();
+    std::unique_ptr<float[]> buf(new float[L * N * F]);  // (L, N, F)
+    const int64_t used = L > 0 ? (int64_t)lv[L - 1].offset + lv[L - 1].size : 0;
+    if (used < n_rows) std::memset(dtp + used * F, 0, (n_rows - used) * F * sizeof(float));
+    for_levels(lv, [&](int64_t l) {
+        const Level& lk = lv[l];
+        const int64_t o = (int64_t)lk.offset * F;
+        std::memset(dtp + o, 0, (size_t)lk.size * F * sizeof(float));
+        auto fn = F == 2 ? (lk.dense ? second_order_level<2, true> : second_order_level<2, false>)
+                         : (lk.dense ? second_order_level<0, true> : second_order_level<0, false>);
+        fn(lk, F, xp, vp, tp + o, gp + l * F, L * F, dtp + o, buf.get() + l * N * F, N);
+    });
+    at::parallel_for(0, N, 1024, [&](int64_t b, int64_t e) {
+        for (int64_t n = b; n < e; ++n)
+            for (int64_t l = 0; l < L; ++l)
+                for (int64_t f = 0; f < F; ++f) dgp[(n * L + l) * F + f] = buf[(l * N + n) * F + f];
+    });
+    return {dg, grad};
 }
 
 // gx[n - b, d] += sum_{c, f} gl[(n - b) * F + f] tl[idx_c * F + f] dw_c/dx_d for n in [b, e)  (one level;
@@ -281,4 +351,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("interp", &interp, "hash-grid trilinear interpolation (forward)");
     m.def("scatter", &scatter, "gradient of the interpolation w.r.t. the table");
     m.def("input_grad", &input_grad, "gradient of the interpolation w.r.t. the input points");
+    m.def("second_order", &second_order, "input_grad's backward: interp and scatter with direction v, fused");
 }

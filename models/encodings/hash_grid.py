@@ -22,7 +22,9 @@ Three backends share one config and one parameter layout (`backend: auto | torch
   benchmarks/hash_grid.py times it side by side with a plain hand-written loop (the probe,
   benchmarks/hash_grid_probe.cpp): forward+backward, 2 threads, it ran at 2.1x the probe at
   16 x 2^19 and 1.2x at the demo's 12 x 2^17 (torch: 0.17x and 0.08x). It is differentiable
-  in the table, in x, and in the second-order combination analytic normals need.
+  in the table, in x, and in the second-order combination analytic normals need (input_grad,
+  and its backward as one fused pass, second_order; the benchmark's `normals` line times that
+  path against another kernel source).
 * ``tcnn``: tiny-cuda-nn's CUDA kernel, imported only when chosen.
 
 ``auto``: tcnn on CUDA when importable (else torch); on CPU cpp when it builds, else torch.
@@ -181,7 +183,7 @@ def load_cpp_kernel():
     """The CPU kernel (models/encodings/hash_grid_cpu.cpp), compiled on first use."""
     global _cpp_module
     if _cpp_module is None:
-        _cpp_module = build_cpu_extension("hash_grid_cpu_v13", CPP_SOURCE)
+        _cpp_module = build_cpu_extension("hash_grid_cpu_v14", CPP_SOURCE)
     return _cpp_module
 
 

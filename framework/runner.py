@@ -23,10 +23,10 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from framework.callbacks import ConfigSnapshot, LossProgressBar
+from framework.callbacks import ConfigSnapshot, progress_bar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
-from framework.console import quiet_library_notices
+from framework.console import closing_block, quiet_library_notices
 from framework.distributed import process_rank
 from framework.media_logging import TensorBoardEventsLogger
 from framework.run_directory import write_json
@@ -168,7 +168,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = 
         ),
     ]
     if cfg.trainer.enable_progress_bar:
-        callbacks.append(LossProgressBar(refresh_rate=10))
+        callbacks.append(progress_bar(refresh_rate=10))  # tqdm on a terminal, one line per refresh in a log
     t = cfg.trainer
     check_accelerator(t.accelerator)
     return pl.Trainer(
@@ -280,7 +280,5 @@ def stop_if_failed(trainer: pl.Trainer) -> None:
 
 
 def report(metrics: dict[str, float], run_dir: Path) -> None:
-    print(f"\nrun directory: {run_dir}", file=sys.stdout)
-    for key, value in metrics.items():
-        print(f"  {key:>16s}: {value:.4f}" if isinstance(value, float) else f"  {key:>16s}: {value}")
-    sys.stdout.flush()
+    """The closing block: scores, times, the video, mesh and report paths, the run directory (framework/console.py)."""
+    print(closing_block(metrics, run_dir), file=sys.stdout, flush=True)

@@ -32,6 +32,7 @@ this is memory-latency bound (~0.35 M points/s forward+backward per core for the
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from framework.progress import announce
 from framework.value_checks import at_least, check_fields, greater_than, one_of
 
 PRIMES = (1, 2654435761, 805459861)  # tcnn's coherent prime hash, one per dimension
@@ -172,13 +174,31 @@ def load_cpp_kernel():
         bin_dir = os.path.dirname(sys.executable)
         if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
             os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-        _cpp_module = load(
-            name="hash_grid_cpu_v10",
-            sources=[str(CPP_SOURCE)],
-            extra_cflags=["-O3", "-fopenmp", "-funroll-loops"],
-            extra_ldflags=["-fopenmp"],
+        name = "hash_grid_cpu_v10"
+        build = kernel_build_directory(name)
+        built = build is not None and any(build.glob(f"{name}*.so"))
+        compiling = contextlib.nullcontext() if built else announce(
+            f"compiling the hash grid's C++ kernel (first use only, about a minute on 2 cores; cached in {build or 'torch_extensions'})"
         )
+        with compiling:
+            _cpp_module = load(
+                name=name,
+                sources=[str(CPP_SOURCE)],
+                extra_cflags=["-O3", "-fopenmp", "-funroll-loops"],
+                extra_ldflags=["-fopenmp"],
+            )
     return _cpp_module
+
+
+def kernel_build_directory(name: str) -> Path | None:
+    """Where torch.utils.cpp_extension builds (and caches) the extension `name` ($TORCH_EXTENSIONS_DIR or
+    ~/.cache/torch_extensions/<python>_<accelerator>/<name>); None if torch no longer says (a private helper)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return Path(_get_build_directory(name, verbose=False))
+    except (ImportError, TypeError, OSError):
+        return None
 
 
 class _HashGridCpp(torch.autograd.Function):

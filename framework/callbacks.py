@@ -69,7 +69,7 @@ class LossLinePrinter(ProgressBar):
 
     at the first step, every `refresh_rate` steps and at the last; in a long run every `ceil(max_steps /
     max_lines)` steps instead, so a run's log holds about `max_lines` of them. The rate is the steps per
-    second since the line before (validation included). A validation says when it ends, and the test
+    second since the line before (validation included); the first line has none (its step holds the set-up). A validation says when it ends, and the test
     (the turntable) gets a few lines of its own. Steps count from 0 at a fresh start and go on from the
     checkpoint's step in a resumed run."""
 
@@ -81,6 +81,7 @@ class LossLinePrinter(ProgressBar):
         self._every = refresh_rate
         self._first_step = 0
         self._mark = (0, 0.0)  # (step, time) of the last line
+        self._train_start = 0.0
         self._eval_start = 0.0
         self._test_printed = 0
 
@@ -99,6 +100,7 @@ class LossLinePrinter(ProgressBar):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._first_step = trainer.global_step
         self._mark = (trainer.global_step, time.perf_counter())
+        self._train_start = self._mark[1]
         self._every = self.refresh_rate
         if trainer.max_steps and trainer.max_steps > 0:
             self._every = max(self.refresh_rate, math.ceil(trainer.max_steps / self.max_lines))
@@ -114,9 +116,11 @@ class LossLinePrinter(ProgressBar):
         now = time.perf_counter()
         last_step, last_time = self._mark
         rate = (step - last_step) / (now - last_time) if now > last_time and step > last_step else math.nan
+        if step == self._first_step + 1:
+            rate = math.nan  # the first step holds the set-up (an exemplar bank's render): no rate, no eta from it
         self._mark = (step, now)
-        self._write(progress_line("step", step, max_steps if max_steps > 0 else None,
-                                  fields=self.get_metrics(trainer, pl_module), rate=rate))
+        self._write(progress_line("step", step, max_steps if max_steps > 0 else None, fields=self.get_metrics(trainer, pl_module),
+                                  rate=rate, elapsed=now - self._train_start))  # the last line: `in <training time>`
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._eval_start = time.perf_counter()
@@ -124,7 +128,8 @@ class LossLinePrinter(ProgressBar):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._enabled and not trainer.sanity_checking:
             views = int(self.total_val_batches) if math.isfinite(self.total_val_batches) else "?"
-            self._write(f"validation at step {trainer.global_step}: {views} views in {duration(time.perf_counter() - self._eval_start)}")
+            self._write(f"validation at step {trainer.global_step}: {views} view{'' if views == 1 else 's'} "
+                        f"in {duration(time.perf_counter() - self._eval_start)}")
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._eval_start = time.perf_counter()
@@ -132,7 +137,8 @@ class LossLinePrinter(ProgressBar):
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
-        total = self.total_test_batches_current_dataloader
+        batches = trainer.num_test_batches
+        total = batches[dataloader_idx] if isinstance(batches, list) else batches
         done = batch_idx + 1
         if not self._enabled or not math.isfinite(total) or not line_due(done, int(total), self._test_printed, self.test_lines):
             return

@@ -43,12 +43,19 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def singular(unit: str) -> str:
+    """views -> view, geometries -> geometry (a rate below one: seconds per view)."""
+    if unit.endswith("ies"):
+        return unit[:-3] + "y"
+    return unit[:-1] if unit.endswith("s") and len(unit) > 1 else unit
+
+
 def rate_text(rate: float, unit: str) -> str:
     """2.1 it/s, 85 views/s; below one per second as seconds each (12.3 s/it), as tqdm does."""
     if not math.isfinite(rate) or rate <= 0:
         return ""
     if rate < 1:
-        return f"{1 / rate:.3g} s/{unit}"
+        return f"{1 / rate:.3g} s/{singular(unit)}"
     return f"{rate:.3g} {unit}/s"
 
 
@@ -76,20 +83,25 @@ def line_due(done: int, total: int, previous: int, lines: int) -> bool:
     return done // every > previous // every
 
 
+def header(what: str, total: int, unit: str = "", note: str = "") -> str:
+    """The line that starts a piece of work: `what (4096 views; note) ...`."""
+    return f"{what} ({'; '.join(filter(None, [f'{total} {unit}'.strip(), note]))}) ..."
+
+
 class LineProgress:
     """tqdm's `update` / `close` for a log: a line when the work starts (unless `delay`), about `lines` lines
     while it runs, and one at the end with the time it took. With `delay` seconds, nothing is printed for
     work that ends sooner (a cache that turned out warm), and the first line comes at the first update after."""
 
     def __init__(self, what: str, total: int, unit: str = "", *, lines: int = 10, delay: float = 0.0,
-                 stream: Optional[TextIO] = None):
+                 note: str = "", stream: Optional[TextIO] = None):
         self.what, self.total, self.unit, self.lines, self.delay = what, int(total), unit, lines, delay
         self.stream = stream if stream is not None else sys.stderr
         self.done, self.printed_at = 0, 0
         self.start = time.perf_counter()
         self.started = False
         if delay <= 0:
-            self._write(self.what + (f" ({self.total} {unit})" if unit else f" ({self.total})") + " ...")
+            self._write(header(what, total, unit, note))
             self.started = True
 
     def _write(self, line: str) -> None:
@@ -123,7 +135,7 @@ class _Silent:
 
 
 @contextlib.contextmanager
-def progress(what: str, total: int, unit: str = "", *, delay: float = 0.0, show: bool = True,
+def progress(what: str, total: int, unit: str = "", *, note: str = "", delay: float = 0.0, show: bool = True,
              stream: Optional[TextIO] = None) -> Iterator[Any]:
     """A progress bar for `total` units of work, to stderr: tqdm on a terminal, LineProgress in a log.
 
@@ -132,7 +144,7 @@ def progress(what: str, total: int, unit: str = "", *, delay: float = 0.0, show:
                 ...
                 bar.update(len(chunk))
 
-    `delay`: show nothing for work that ends sooner (tqdm's own `delay`); `show=False`: nothing at all
+    `note` goes on the first line only (a cache's place). `delay`: show nothing for work that ends sooner (tqdm's own `delay`); `show=False`: nothing at all
     (a caller that shows one bar for several such pieces of work)."""
     stream = stream if stream is not None else sys.stderr
     if not show:
@@ -140,10 +152,12 @@ def progress(what: str, total: int, unit: str = "", *, delay: float = 0.0, show:
     elif is_terminal(stream):
         from tqdm import tqdm
 
+        if note and delay <= 0:
+            print(header(what, total, unit, note), file=stream, flush=True)
         bar = tqdm(total=total, desc=what, unit=f" {unit}" if unit else "it", file=stream, delay=delay,
                         dynamic_ncols=True, leave=True)
     else:
-        bar = LineProgress(what, total, unit, delay=delay, stream=stream)
+        bar = LineProgress(what, total, unit, delay=delay, note=note, stream=stream)
     try:
         yield bar
     finally:

@@ -27,6 +27,7 @@ from framework.callbacks import ConfigSnapshot, progress_bar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
 from framework.console import closing_block, quiet_library_notices
+from framework.progress import announce
 from framework.distributed import process_rank
 from framework.media_logging import TensorBoardEventsLogger
 from framework.run_directory import write_json
@@ -244,7 +245,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
             trainer.test(system, datamodule=datamodule)  # each rank renders its share of the turntable; rank 0 writes it
         if trainer.global_rank != 0:
             return {}  # rank 0 alone exports, scores and writes metrics.json
-        metrics.update(system.export())
+        with announce("exporting to save/export/ (and scoring, for a toy scene)"):  # a minute or two on a CPU
+            metrics.update(system.export())
     elif cfg.mode == "validate":
         trainer.validate(system, datamodule=datamodule, ckpt_path=cfg.resume)
     elif cfg.mode == "test":

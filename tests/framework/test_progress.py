@@ -27,6 +27,7 @@ def test_a_progress_line():
     line = progress_line("step", 120, 1000, fields={"loss_sds": "0.123"}, rate=2.0)
     assert line == "step 120/1000  loss_sds 0.123  2 it/s  eta 7m20s"
     assert progress_line("step", 3, 1000, rate=0.25) == "step 3/1000  4 s/it  eta 1h06m"
+    assert progress_line("test", 6, 24, unit="views", rate=0.25, rate_unit="views") == "test 6/24 views  4 s/view  eta 1m12s"
     done = progress_line("rendering", 64, 64, unit="views", rate=32.0, rate_unit="views", elapsed=2.0)
     assert done == "rendering 64/64 views  32 views/s  in 2s"
 
@@ -122,9 +123,12 @@ def test_the_line_printer_in_a_real_training(tmp_path):
     text = log.getvalue()
     assert "\r" not in text
     lines = text.splitlines()
-    steps = [int(m.group(1)) for line in lines if (m := re.match(r"step (\d+)/25  loss_sds [0-9.e+-]+  ", line))]
+    steps = [int(m.group(1)) for line in lines if (m := re.match(r"step (\d+)/25  loss_sds [0-9.e+-]+(  |$)", line))]
     assert steps == [1, 10, 20, 25], lines  # one line per refresh, the first and the last step, nothing twice
-    assert all("eta" in line for line in lines if line.startswith("step ") and not line.startswith("step 25/"))
+    step_lines = [line for line in lines if line.startswith("step ")]
+    assert "eta" not in step_lines[0] and "it/s" not in step_lines[0]  # the first step holds the set-up: no rate from it
+    assert all("eta" in line for line in step_lines[1:-1])
+    assert re.search(r"  in \d+s$", step_lines[-1])  # the last step: the training's time, no eta
     assert "validation at step 20: 3 views in 0s" in lines
     tests = [line for line in lines if line.startswith("test ")]
     assert tests[-1].startswith("test 8/8 views") and len(tests) == 4, tests

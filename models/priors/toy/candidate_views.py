@@ -159,8 +159,7 @@ def render_candidates(
     if missing:
         c2w = orbit_c2w(*(torch.tensor([v]) for v in camera[:3]))
         fovy = torch.tensor([math.radians(camera[3])])
-        what = f"tracing the candidate scenes from the reference camera (once; cached in {path.parent})"
-        with progress(what, len(missing), "geometries", delay=1.0) as bar:
+        with progress("tracing the candidate scenes from the reference camera", len(missing), "geometries", delay=1.0) as bar:
             for key in missing:
                 traces[key] = trace_geometry(_geometry_scene(key), c2w, fovy, resolution, supersample)[0]
                 bar.update()

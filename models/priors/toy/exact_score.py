@@ -233,7 +233,7 @@ class ToyExactScorePrior(DiffusionPrior):
         prompts = cfg.uncond_prompts
         if all((parse_prompt(p).prompt, cfg.n_uncond_exemplars) in self._banks for p in prompts):
             return [self.bank(p, cfg.n_uncond_exemplars) for p in prompts]
-        what = f"rendering the exemplar banks of the {len(prompts)} unconditional scenes (once; cached)"
+        what = "rendering the exemplar banks of the unconditional scenes"
         banks = []
         with progress(what, len(prompts), "scenes", delay=1.0) as bar:
             for p in prompts:

@@ -164,8 +164,8 @@ class ExemplarBank:
             except Exception:  # a truncated or foreign file: render again and overwrite
                 pass
         chunks = []
-        what = f"rendering the exemplar bank of {self.scene.prompt!r} (once; cached in {self.cache_dir})"
-        with progress(what, self.n, "views", show=self.show_progress) as bar:
+        what = f"rendering the exemplar bank of {self.scene.prompt!r}"
+        with progress(what, self.n, "views", note=f"once: cached in {self.cache_dir}", show=self.show_progress) as bar:
             for i in range(0, self.n, 256):
                 chunks.append(render_scene(
                     self.scene, self.c2w[i : i + 256], self.fovy[i : i + 256], self.height, self.width, self.supersample

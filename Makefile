@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q torch==2.13.0
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,sweep]'
 	$(PY) scripts/check_env.py
+	$(PY) scripts/build_kernels.py
 	touch $@
 
 setup: $(VENV)/.installed

@@ -29,6 +29,7 @@ from framework.loss_weights import LossWeights
 from framework.media_logging import log_image, log_turntable
 from framework.mesh_cleanup import clean_mesh
 from framework.optim import OptimizerConfig, build_optimizer
+from framework.step_times import section
 from framework.value_checks import at_least, between, check_entries, check_fields, number_at_least, optional, schedule_of
 from framework.video import image_grid, save_image, write_video
 
@@ -154,8 +155,10 @@ class BaseSystem(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         if self.global_step == 0 and self.trainer.world_size > 1:
             self._report_rank_cameras(batch)
-        out = self.render(batch)
-        losses = self.compute_losses(batch, out)
+        with section("render"):
+            out = self.render(batch)
+        with section("losses"):
+            losses = self.compute_losses(batch, out)
         total, logged = self.loss_weights.combine(losses, self.global_step)
         self.loss_terms = {k: v for k, v in logged.items() if k.startswith("loss_")}  # read by NonFiniteGuard
         for key, value in logged.items():
@@ -175,7 +178,8 @@ class BaseSystem(pl.LightningModule):
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.render(batch)
+        with section("render"):
+            out = self.render(batch)
         if self.trainer.sanity_checking:
             return
         self._val_opacity.append(out["opacity"].detach().float().cpu().flatten())
@@ -196,7 +200,8 @@ class BaseSystem(pl.LightningModule):
 
     @torch.no_grad()
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.render(batch)
+        with section("render"):
+            out = self.render(batch)
         self._test_frames.append((int(batch["index"]), self._visual(out)))
 
     def on_test_epoch_start(self) -> None:
@@ -247,14 +252,18 @@ class BaseSystem(pl.LightningModule):
         from framework.export import export_textured_mesh
 
         export_dir = self.save_dir / "export"
-        mesh, albedo_fn = self.export_mesh()
-        mesh = clean_mesh(mesh, self.cfg.export.min_component_fraction, self.cfg.export.max_faces)
-        export_textured_mesh(
-            mesh, albedo_fn, export_dir, texture_size=self.cfg.export.texture_size, glb=self.cfg.export.glb
-        )
+        with section("isosurface"):
+            mesh, albedo_fn = self.export_mesh()
+        with section("mesh clean-up"):
+            mesh = clean_mesh(mesh, self.cfg.export.min_component_fraction, self.cfg.export.max_faces)
+        with section("uv atlas, texture, files"):
+            export_textured_mesh(
+                mesh, albedo_fn, export_dir, texture_size=self.cfg.export.texture_size, glb=self.cfg.export.glb
+            )
         metrics: dict[str, float] = {}
         if self.evaluator is not None:
-            metrics.update(self.evaluator.evaluate(str(export_dir)))
+            with section("scoring"):
+                metrics.update(self.evaluator.evaluate(str(export_dir)))
         # the isosurface's own counts and closedness (the reloaded OBJ splits vertices along UV seams)
         metrics.update(n_vertices=float(mesh.vertices.shape[0]), n_faces=float(mesh.n_faces))
         metrics["watertight"] = float(is_watertight(mesh))

@@ -36,6 +36,7 @@ from framework.interfaces import RunnableSystem
 from framework.nonfinite_guard import NonFiniteGuard
 from framework.preemption import Preemption
 from framework.random_state import RandomState
+from framework.step_times import StepTimes, section
 from framework.value_checks import check_config_values
 
 
@@ -170,6 +171,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = 
     ]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(progress_bar(refresh_rate=10))  # tqdm on a terminal, one line per refresh in a log
+    if cfg.trainer.step_times:
+        callbacks.append(StepTimes())
     t = cfg.trainer
     check_accelerator(t.accelerator)
     return pl.Trainer(
@@ -189,8 +192,19 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = 
         plugins=[AtomicCheckpointIO(), *slurm_environment()],
         default_root_dir=str(run_dir),
         enable_model_summary=False,
+        profiler=lightning_profiler(t.profiler, run_dir),
         inference_mode=False,  # analytic normals differentiate the density even when evaluating
     )
+
+
+def lightning_profiler(name: Optional[str], run_dir: Path) -> Any:
+    """trainer.profiler=simple|advanced|pytorch: Lightning's profiler, writing its report into the run directory."""
+    if name is None:
+        return None
+    from pytorch_lightning import profilers
+
+    kinds = {"simple": profilers.SimpleProfiler, "advanced": profilers.AdvancedProfiler, "pytorch": profilers.PyTorchProfiler}
+    return kinds[name](dirpath=str(run_dir), filename="profiler")
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -245,7 +259,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
             trainer.test(system, datamodule=datamodule)  # each rank renders its share of the turntable; rank 0 writes it
         if trainer.global_rank != 0:
             return {}  # rank 0 alone exports, scores and writes metrics.json
-        with announce("exporting to save/export/ (and scoring, for a toy scene)"):  # a minute or two on a CPU
+        with announce("exporting to save/export/ (and scoring, for a toy scene)"), section("export"):  # a minute or two on a CPU
             metrics.update(system.export())
     elif cfg.mode == "validate":
         trainer.validate(system, datamodule=datamodule, ckpt_path=cfg.resume)
@@ -260,7 +274,10 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         logger.save()
 
     write_json(run_dir / "metrics.json", metrics)
-    report(metrics, run_dir)
+    for callback in trainer.callbacks:
+        if isinstance(callback, StepTimes):
+            callback.finish(run_dir)
+    report(metrics, run_dir)  # last: the closing block ends the output
     return metrics
 
 

@@ -21,7 +21,8 @@ def trained_run(tmp_path_factory, toy_cache):
     """A 2-step run with its progress printed, as in a log (stdout captured: not a terminal)."""
     run_dir = tmp_path_factory.mktemp("runs") / "first"
     overrides = [o for o in TINY_TOY_RUN if not o.startswith("trainer.enable_progress_bar")]
-    result = launch(["--config-name", "dreamfusion-toy", *overrides, f"hydra.run.dir={run_dir}"], toy_cache)
+    result = launch(["--config-name", "dreamfusion-toy", *overrides, "trainer.step_times=true", f"hydra.run.dir={run_dir}"],
+                    toy_cache)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir, result
 
@@ -71,6 +72,17 @@ def test_the_console_reads_as_a_log(trained_run):
     assert {"video", "mesh", "run"} <= set(files), block
     assert all(path.exists() for path in files.values()), files
     assert files["run"] == run_dir and files["video"] == run_dir / "save/it2-test.mp4"
+
+
+def test_step_times_break_the_step_down(trained_run):
+    """trainer.step_times=true: the parts of a step and the phases, printed and written to the run dir."""
+    run_dir, result = trained_run
+    table = json.loads((run_dir / "step_times.json").read_text())
+    for part in ("train step", "train step/render/sampling", "train step/render/field", "train step/losses/guidance",
+                 "train step/backward", "train step/optimizer", "validation", "test video", "export"):
+        assert part in table, f"{part} missing from {sorted(table)}"
+    assert table["train step"]["calls"] == 2
+    assert "time per part (2 training steps" in result.stdout
 
 
 def test_resume_continues_at_the_right_step(trained_run, tmp_path, toy_cache):

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from framework.cameras import orbit_c2w, spherical_to_cartesian
 from framework.progress import progress
+from framework.step_times import section
 
 from .render import RENDERER_VERSION, render_scene
 from .scenes import ToyScene, parse_prompt
@@ -165,7 +166,8 @@ class ExemplarBank:
                 pass
         chunks = []
         what = f"rendering the exemplar bank of {self.scene.prompt!r}"
-        with progress(what, self.n, "views", note=f"once: cached in {self.cache_dir}", show=self.show_progress) as bar:
+        with section("exemplar bank"), progress(what, self.n, "views", note=f"once: cached in {self.cache_dir}",
+                                                show=self.show_progress) as bar:
             for i in range(0, self.n, 256):
                 chunks.append(render_scene(
                     self.scene, self.c2w[i : i + 256], self.fovy[i : i + 256], self.height, self.width, self.supersample

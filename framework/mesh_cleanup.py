@@ -5,8 +5,10 @@
   isosurface leaves; `framework.isosurface.remove_small_components`).
 - Optionally, `smooth_iterations` rounds of Taubin smoothing (trimesh.smoothing.filter_taubin; a round is
   a shrink step then an inflate step, so the size stays about the same) flatten the staircase bumps
-  marching cubes leaves at the grid's resolution; 0 (the default, chosen by measurement: README
-  "Outputs") leaves the surface as it is.
+  marching cubes leaves at the grid's resolution; 0 (the default) leaves the surface as it is. Measured
+  on trained toy runs (benchmarks/export_smoothing.py): the red torus scores IoU 0.9201 / Chamfer 0.00567
+  at 0, 0.9203 / 0.00567 at 5 and 20 rounds; the red cube 0.9443 / 0.00734 at 0, 0.9456 / 0.00726 at 20.
+  The density field's isosurface is already smooth, so the default stays off.
 - Quadric decimation to at most `max_faces` (fast-simplification, a maintained wrapper of
   Fast-Quadric-Mesh-Simplification), so the xatlas UV unwrap of framework/export.py (used up to 60k
   faces) always runs and the texture is an atlas of charts a person can paint, not one chart per triangle.

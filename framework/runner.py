@@ -35,6 +35,7 @@ from framework.interfaces import RunnableSystem
 from framework.nonfinite_guard import NonFiniteGuard
 from framework.preemption import Preemption
 from framework.random_state import RandomState
+from framework.report import write_report
 from framework.step_times import StepTimes, section
 from framework.value_checks import check_config_values
 
@@ -273,7 +274,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         logger.save()
 
     write_json(run_dir / "metrics.json", metrics)
-    report(metrics, run_dir)
+    report(metrics, run_dir, write_report(run_dir) if rank == 0 else None)
     for callback in trainer.callbacks:
         if isinstance(callback, StepTimes):
             callback.finish(run_dir)
@@ -297,8 +298,10 @@ def stop_if_failed(trainer: pl.Trainer) -> None:
             raise TrainingFailed(callback.failure)
 
 
-def report(metrics: dict[str, float], run_dir: Path) -> None:
+def report(metrics: dict[str, float], run_dir: Path, page: Optional[Path] = None) -> None:
     print(f"\nrun directory: {run_dir}", file=sys.stdout)
     for key, value in metrics.items():
         print(f"  {key:>16s}: {value:.4f}" if isinstance(value, float) else f"  {key:>16s}: {value}")
+    if page is not None:
+        print(f"report: {page}  (open it in a browser; framework/report.py)")
     sys.stdout.flush()

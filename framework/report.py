@@ -194,7 +194,7 @@ def model_section(run_dir: Path, glb: Path) -> str:
     return (
         '<section class="model"><h2>Mesh</h2>'
         '<model-viewer id="model" camera-controls auto-rotate loading="eager" reveal="auto" shadow-intensity="0.6" '
-        'exposure="1.0" alt="the exported mesh"></model-viewer>'
+        'exposure="1.0" alt="the exported mesh"><div slot="progress-bar" class="loading">loading the mesh…</div></model-viewer>'
         f'<p class="caption">save/export/model.glb (glTF, +y up) · drag to turn, scroll to zoom · '
         f'<a href="{rel(glb, run_dir)}">download the GLB</a></p></section>'
     )
@@ -291,6 +291,7 @@ START_VIEWER = """
 (function () {
   const viewer = document.getElementById('model');
   const bytes = Uint8Array.from(atob(window.toy3dModel), function (c) { return c.charCodeAt(0); });
+  viewer.addEventListener('load', function () { viewer.querySelector('.loading').hidden = true; });
   viewer.src = URL.createObjectURL(new Blob([bytes], {type: 'model/gltf-binary'}));
 })();
 """
@@ -309,8 +310,9 @@ section { background: #fff; border: 1px solid #e3e6eb; border-radius: 8px; paddi
 h2 { font-size: 15px; margin: 2px 0 10px; }
 .row { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 16px; }
 .row > section { margin: 16px 0 0; }
+model-viewer .loading { position: absolute; left: 12px; top: 10px; color: #6b7280; font-size: 12px; }
 model-viewer { display: block; width: 100%; height: 440px; background: radial-gradient(#ffffff, #e6e9ef); border-radius: 6px; }
-video { display: block; width: 100%; max-height: 420px; background: #fff; }
+video { display: block; width: 100%; max-width: 1080px; max-height: 360px; background: #fff; }
 .views img, .step img { height: 160px; image-rendering: pixelated; border: 1px solid #e3e6eb; margin: 0 8px 8px 0; }
 .step img { height: 72px; }
 .step span { display: inline-block; width: 88px; color: #6b7280; vertical-align: top; }

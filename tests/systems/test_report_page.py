@@ -37,6 +37,7 @@ def test_the_report_of_a_finished_run_shows_its_mesh(trained_run, tmp_path):
         page.wait_for_function("() => document.getElementById('model').loaded === true", timeout=120_000)
         page.wait_for_function("() => document.getElementById('model').modelIsVisible === true", timeout=60_000)
         viewer = page.locator("#model")
+        assert page.locator("#model .loading").is_hidden()  # the page's loading note gone once the model is in
         assert viewer.evaluate(SCENE_TRIANGLES) == len(glb.faces)
         size = viewer.evaluate("v => { const d = v.getDimensions(); return [d.x, d.y, d.z]; }")
         assert size == pytest.approx(list(glb.extents), rel=1e-3)

@@ -31,6 +31,7 @@ CARD_CSS = """
 .card .error { color: #9b2c2c; font-size: 12px; margin: 4px 0; word-break: break-word; }
 .card table { width: 100%; font-size: 12px; margin-top: 6px; }
 .card th { font-weight: 500; color: #4b5563; }
+.wide { overflow-x: auto; }
 table.summary { font-size: 12px; }
 table.summary td.failed { color: #9b2c2c; font-weight: 600; }
 """
@@ -46,7 +47,7 @@ def write_page(folder: str | Path, rows: list[dict[str, Any]], metrics: list[str
             f" · written {time.strftime('%Y-%m-%d %H:%M:%S')}</p>")
     fixed = f"<p>overrides of every run: {' '.join(f'<code>{escape(o)}</code>' for o in common)}</p>" if common else ""
     cards = '<div class="cards">' + "".join(card(folder, r, metrics, common) for r in rows) + "</div>"
-    body = f"{fixed}{cards}<section><h2>Table</h2>{summary_table(header, cells)}</section>"
+    body = f'{fixed}{cards}<section><h2>Table</h2><div class="wide">{summary_table(header, cells)}</div></section>'
     path = folder / HTML_FILE
     path.write_text(page(f"Sweep {folder.name}", head, body, css=CARD_CSS), encoding="utf-8")
     return path
@@ -64,7 +65,7 @@ def card(folder: Path, row: dict[str, Any], metrics: list[str], common: list[str
         shown = f'<div class="nothumb">{escape(status)}</div>'
     if report.is_file():
         shown = f'<a href="{rel(report, folder)}">{shown}</a>'
-    own = " ".join(o for o in row["overrides"] if o not in common) or "no overrides"
+    own = " ".join(o.replace("\\ ", " ") for o in row["overrides"] if o not in common) or "no overrides"  # Hydra's `a\ red` shown as `a red`
     job = f"job {row['job']}: " if row["job"] is not None else ""
     code = f" · exit {row['exit_code']}" if row["exit_code"] not in (None, 0) else ""
     error = f'<p class="error">{escape(row["error"])}</p>' if row["error"] else ""

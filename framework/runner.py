@@ -36,6 +36,7 @@ from framework.interfaces import RunnableSystem
 from framework.nonfinite_guard import NonFiniteGuard
 from framework.preemption import Preemption
 from framework.random_state import RandomState
+from framework.report import write_report
 from framework.step_times import StepTimes, section
 from framework.value_checks import check_config_values
 
@@ -277,6 +278,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     for callback in trainer.callbacks:
         if isinstance(callback, StepTimes):
             callback.finish(run_dir)
+    if rank == 0:
+        write_report(run_dir)  # <run>/report.html (framework/report.py), before the closing block that names it
     report(metrics, run_dir)  # last: the closing block ends the output
     return metrics
 

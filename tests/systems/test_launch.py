@@ -16,18 +16,7 @@ def run_dir_files(run_dir: Path) -> set[str]:
     return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, toy_cache):
-    """A 2-step run with its progress printed, as in a log (stdout captured: not a terminal)."""
-    run_dir = tmp_path_factory.mktemp("runs") / "first"
-    overrides = [o for o in TINY_TOY_RUN if not o.startswith("trainer.enable_progress_bar")]
-    result = launch(["--config-name", "dreamfusion-toy", *overrides, "trainer.step_times=true", f"hydra.run.dir={run_dir}"],
-                    toy_cache)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return run_dir, result
-
-
-def test_two_step_train_test_export(trained_run):
+def test_two_step_train_test_export(trained_run):  # the session's short run (tests/conftest.py)
     run_dir, result = trained_run
     files = run_dir_files(run_dir)
     for expected in [
@@ -43,12 +32,14 @@ def test_two_step_train_test_export(trained_run):
         "save/export/model.glb",
         "metrics.json",
         "csv_logs/metrics.csv",
+        "report.html",
     ]:
         assert expected in files, f"{expected} missing from {sorted(files)}"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("iou", "chamfer", "colour_error"):
         assert key in metrics and 0 <= metrics[key] < 10
     assert f"run directory: {run_dir}" in result.stdout
+    assert str(run_dir / "report.html") in result.stdout  # the closing block names its page (framework/report.py)
     # no library notices a user could not act on (framework/console.py)
     assert "Tip:" not in result.stdout + result.stderr and "LeafSpec" not in result.stdout + result.stderr
     ckpt = torch.load(run_dir / "ckpts/last.ckpt", map_location="cpu", weights_only=False)

@@ -32,6 +32,7 @@ from framework.media_logging import TensorBoardEventsLogger
 from framework.run_directory import write_json
 from framework.errors import TrainingFailed
 from framework.interfaces import RunnableSystem
+from framework.live_viewer import LiveViewer, close_viewers
 from framework.nonfinite_guard import NonFiniteGuard
 from framework.preemption import Preemption
 from framework.random_state import RandomState
@@ -169,6 +170,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = 
     ]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(LossProgressBar(refresh_rate=10))
+    if cfg.viewer.enabled and cfg.mode == "train" and process_rank() == 0:
+        callbacks.append(LiveViewer(cfg.viewer, run_dir))  # serving from here: a taken port stops the run now
     t = cfg.trainer
     check_accelerator(t.accelerator)
     return pl.Trainer(
@@ -233,7 +236,24 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     elif cfg.mode == "train":
         system.initialise_for_training()
     trainer = build_trainer(cfg, run_dir, resumed_step=checkpoints["resume"].get("global_step") if cfg.resume and cfg.mode == "train" else None)
+    try:
+        metrics = run_mode(cfg, run_dir, trainer, system, datamodule, checkpoints)
+    finally:
+        close_viewers(trainer)  # the live viewer's server, however the run ends
+    if cfg.mode == "train" and trainer.global_rank != 0:
+        return {}  # rank 0 alone exports, scores and writes metrics.json
+    for logger in trainer.loggers:
+        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
+        logger.save()
 
+    write_json(run_dir / "metrics.json", metrics)
+    report(metrics, run_dir)
+    return metrics
+
+
+def run_mode(cfg: DictConfig, run_dir: Path, trainer: pl.Trainer, system: Any, datamodule: Any,
+             checkpoints: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The work of `cfg.mode`: the metrics rank 0 writes ({} on the other ranks of a training run)."""
     metrics: dict[str, float] = {}
     start = time.perf_counter()
     if cfg.mode == "train":
@@ -243,7 +263,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
             stop_if_failed(trainer)
             trainer.test(system, datamodule=datamodule)  # each rank renders its share of the turntable; rank 0 writes it
         if trainer.global_rank != 0:
-            return {}  # rank 0 alone exports, scores and writes metrics.json
+            return {}
         metrics.update(system.export())
     elif cfg.mode == "validate":
         trainer.validate(system, datamodule=datamodule, ckpt_path=cfg.resume)
@@ -253,12 +273,6 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         load_weights(system, checkpoints["resume"], cfg.resume, "resume", cfg)
         metrics.update(system.export())
     metrics["total_seconds"] = time.perf_counter() - start
-    for logger in trainer.loggers:
-        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
-        logger.save()
-
-    write_json(run_dir / "metrics.json", metrics)
-    report(metrics, run_dir)
     return metrics
 
 

@@ -219,7 +219,7 @@ class LiveViewer(pl.Callback):
                 self._notify(f"'{what} now' is not available in a run of {trainer.world_size} processes")
             elif what == "checkpoint":
                 path = self.run_dir / "ckpts" / f"viewer-step{trainer.global_step:06d}.ckpt"
-                trainer.save_checkpoint(path)
+                trainer.save_checkpoint(path, weights_only=False)  # a full one: resume= continues from it
                 self.checkpoints.append(path)
                 self._notify(f"saved {path}")
             elif what == "export":

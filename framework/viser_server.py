@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import socket
 from typing import Any
 
@@ -47,6 +48,7 @@ def start_server(host: str, port: int, port_key: str, error: type[UserError] = U
             f"{port_key}={port} is in use on {host} (another viewer, or another program, listens there). "
             f"Choose another port ({port_key}={port + 1}), or {port_key}=0 for any free one."
         )
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # no line per connection in the run's log
     with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner: the caller prints the address
         server = viser.ViserServer(host=host, port=port, verbose=False)
     if server.get_port() != port:  # taken between the check and viser's bind: viser moved on silently

@@ -32,9 +32,10 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from framework import run_directory
 from framework.distributed import is_main_process
 from framework.errors import EXIT_CRASH, EXIT_DONE, EXIT_STOPPED, EXIT_USER_INPUT, RunStopped, TrainingFailed, UserError
+from framework.extensions import register_extensions
 from framework.runner import run
 from framework.value_checks import unknown_key_message
-from systems.schemas import register_schemas
+from systems.schemas import SCHEMAS, register_schemas
 
 
 def slug(text: str) -> str:
@@ -194,6 +195,7 @@ def cli(argv: list[str]) -> int:
     argv = requeued_job_resume(argv)
     try:
         check_output_root(argv)
+        register_extensions(argv, SCHEMAS)  # a user package's schemas, named by hydra.searchpath=[pkg://...] (framework/extensions.py)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -29,7 +29,8 @@ from framework.loss_weights import LossWeights
 from framework.media_logging import log_image, log_turntable
 from framework.mesh_cleanup import clean_mesh
 from framework.optim import OptimizerConfig, build_optimizer
-from framework.value_checks import at_least, between, check_entries, check_fields, number_at_least, optional, schedule_of
+from framework.step_times import section
+from framework.value_checks import at_least, between, check_entries, check_fields, number_at_least, one_of, optional, schedule_of
 from framework.video import image_grid, save_image, write_video
 
 
@@ -38,14 +39,22 @@ class ExportConfig:
     texture_size: int = 1024
     """Side of the baked albedo texture in texels."""
     glb: bool = True
+    """Also write model.glb (glTF 2.0 binary: +y up, vertex normals, the sRGB texture)."""
     max_faces: Optional[int] = 30000
     """Decimate the exported mesh to at most this many faces (null: keep all; framework/mesh_cleanup.py)."""
     min_component_fraction: float = 0.05
     """Drop disconnected pieces with fewer than this fraction of the faces (0: keep every piece)."""
+    smooth_iterations: int = 0
+    """Rounds of Taubin smoothing (a shrink and an inflate step each) of the surface before decimation, against
+    marching-cubes bumps (0: off; framework/mesh_cleanup.py)."""
+    up_axis: str = "+z"
+    """The OBJ's up axis: "+z" (world coordinates) or "+y" (world (x, y, z) written as (x, z, -y), as the GLB
+    always is); the toy evaluator scores either in world coordinates."""
 
     def __post_init__(self) -> None:
         check_fields(self, texture_size=at_least(1), max_faces=optional(at_least(4)),
-                     min_component_fraction=between(0, 1))
+                     min_component_fraction=between(0, 1), smooth_iterations=at_least(0),
+                     up_axis=one_of("+z", "+y"))
 
 
 @dataclass
@@ -168,9 +177,11 @@ class BaseSystem(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         if self.global_step == 0 and self.trainer.world_size > 1:
             self._report_rank_cameras(batch)
-        out = self.render(batch)
+        with section("render"):
+            out = self.render(batch)
         self.latest_render = out["comp_rgb"].detach()  # shown by the live viewer (framework/live_viewer.py)
-        losses = self.compute_losses(batch, out)
+        with section("losses"):
+            losses = self.compute_losses(batch, out)
         total, logged = self.loss_weights.combine(losses, self.global_step)
         self.loss_terms = {k: v for k, v in logged.items() if k.startswith("loss_")}  # read by NonFiniteGuard
         for key, value in logged.items():
@@ -190,7 +201,8 @@ class BaseSystem(pl.LightningModule):
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.render(batch)
+        with section("render"):
+            out = self.render(batch)
         if self.trainer.sanity_checking:
             return
         self._val_opacity.append(out["opacity"].detach().float().cpu().flatten())
@@ -211,7 +223,8 @@ class BaseSystem(pl.LightningModule):
 
     @torch.no_grad()
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.render(batch)
+        with section("render"):
+            out = self.render(batch)
         self._test_frames.append((int(batch["index"]), self._visual(out)))
 
     def on_test_epoch_start(self) -> None:
@@ -262,14 +275,18 @@ class BaseSystem(pl.LightningModule):
         from framework.export import export_textured_mesh
 
         export_dir = self.save_dir / "export"
-        mesh, albedo_fn = self.export_mesh()
-        mesh = clean_mesh(mesh, self.cfg.export.min_component_fraction, self.cfg.export.max_faces)
-        export_textured_mesh(
-            mesh, albedo_fn, export_dir, texture_size=self.cfg.export.texture_size, glb=self.cfg.export.glb
-        )
+        cfg = self.cfg.export
+        with section("isosurface"):
+            mesh, albedo_fn = self.export_mesh()
+        with section("mesh clean-up"):
+            mesh = clean_mesh(mesh, cfg.min_component_fraction, cfg.max_faces, cfg.smooth_iterations)
+        with section("uv atlas, texture, files"):
+            export_textured_mesh(mesh, albedo_fn, export_dir, texture_size=cfg.texture_size, glb=cfg.glb,
+                                 up_axis=cfg.up_axis)
         metrics: dict[str, float] = {}
         if self.evaluator is not None:
-            metrics.update(self.evaluator.evaluate(str(export_dir)))
+            with section("scoring"):
+                metrics.update(self.evaluator.evaluate(str(export_dir)))
         # the isosurface's own counts and closedness (the reloaded OBJ splits vertices along UV seams)
         metrics.update(n_vertices=float(mesh.vertices.shape[0]), n_faces=float(mesh.n_faces))
         metrics["watertight"] = float(is_watertight(mesh))

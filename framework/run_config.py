@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from framework.value_checks import at_least, between, check_fields, either, one_of
+from framework.value_checks import at_least, between, check_fields, either, one_of, optional
 
 MODES = ("train", "validate", "test", "export")
 
@@ -34,6 +34,12 @@ class TrainerConfig:
     max_nonfinite_steps: int = 20
     """Stop the run after this many steps in a row whose loss or gradient was NaN/Inf (each such step is
     skipped: the parameters stay as they were)."""
+    step_times: bool = False
+    """Time the parts of each step (render: sampling, field, material, compositing; guidance; backward;
+    optimiser) and the validation, test video and export; printed at the end, written to
+    <run>/step_times.json (framework/step_times.py)."""
+    profiler: Optional[str] = None
+    """Lightning's profiler: simple | advanced | pytorch, its report written to <run>/profiler*.txt."""
 
     def __post_init__(self) -> None:
         check_fields(
@@ -46,6 +52,7 @@ class TrainerConfig:
             devices=either(at_least(1), one_of("auto", -1)),
             accelerator=one_of("auto", "cpu", "gpu", "cuda", "mps"),
             max_nonfinite_steps=at_least(1),
+            profiler=optional(one_of("simple", "advanced", "pytorch")),
         )
 
 

@@ -23,10 +23,11 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from framework.callbacks import ConfigSnapshot, LossProgressBar
+from framework.callbacks import ConfigSnapshot, progress_bar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
-from framework.console import quiet_library_notices
+from framework.console import closing_block, quiet_library_notices
+from framework.progress import announce
 from framework.distributed import process_rank
 from framework.media_logging import TensorBoardEventsLogger
 from framework.run_directory import write_json
@@ -36,6 +37,7 @@ from framework.live_viewer import LiveViewer, close_viewers
 from framework.nonfinite_guard import NonFiniteGuard
 from framework.preemption import Preemption
 from framework.random_state import RandomState
+from framework.step_times import StepTimes, section
 from framework.value_checks import check_config_values
 
 
@@ -169,7 +171,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = 
         ),
     ]
     if cfg.trainer.enable_progress_bar:
-        callbacks.append(LossProgressBar(refresh_rate=10))
+        callbacks.append(progress_bar(refresh_rate=10))  # tqdm on a terminal, one line per refresh in a log
+    if cfg.trainer.step_times:
+        callbacks.append(StepTimes())
     if cfg.viewer.enabled and cfg.mode == "train" and process_rank() == 0:
         callbacks.append(LiveViewer(cfg.viewer, run_dir))  # serving from here: a taken port stops the run now
     t = cfg.trainer
@@ -191,8 +195,19 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = 
         plugins=[AtomicCheckpointIO(), *slurm_environment()],
         default_root_dir=str(run_dir),
         enable_model_summary=False,
+        profiler=lightning_profiler(t.profiler, run_dir),
         inference_mode=False,  # analytic normals differentiate the density even when evaluating
     )
+
+
+def lightning_profiler(name: Optional[str], run_dir: Path) -> Any:
+    """trainer.profiler=simple|advanced|pytorch: Lightning's profiler, writing its report into the run directory."""
+    if name is None:
+        return None
+    from pytorch_lightning import profilers
+
+    kinds = {"simple": profilers.SimpleProfiler, "advanced": profilers.AdvancedProfiler, "pytorch": profilers.PyTorchProfiler}
+    return kinds[name](dirpath=str(run_dir), filename="profiler")
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -247,7 +262,10 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         logger.save()
 
     write_json(run_dir / "metrics.json", metrics)
-    report(metrics, run_dir)
+    for callback in trainer.callbacks:
+        if isinstance(callback, StepTimes):
+            callback.finish(run_dir)
+    report(metrics, run_dir)  # last: the closing block ends the output
     return metrics
 
 
@@ -263,8 +281,9 @@ def run_mode(cfg: DictConfig, run_dir: Path, trainer: pl.Trainer, system: Any, d
             stop_if_failed(trainer)
             trainer.test(system, datamodule=datamodule)  # each rank renders its share of the turntable; rank 0 writes it
         if trainer.global_rank != 0:
-            return {}
-        metrics.update(system.export())
+            return {}  # rank 0 alone exports, scores and writes metrics.json
+        with announce("exporting to save/export/ (and scoring, for a toy scene)"), section("export"):  # a minute or two on a CPU
+            metrics.update(system.export())
     elif cfg.mode == "validate":
         trainer.validate(system, datamodule=datamodule, ckpt_path=cfg.resume)
     elif cfg.mode == "test":
@@ -294,7 +313,5 @@ def stop_if_failed(trainer: pl.Trainer) -> None:
 
 
 def report(metrics: dict[str, float], run_dir: Path) -> None:
-    print(f"\nrun directory: {run_dir}", file=sys.stdout)
-    for key, value in metrics.items():
-        print(f"  {key:>16s}: {value:.4f}" if isinstance(value, float) else f"  {key:>16s}: {value}")
-    sys.stdout.flush()
+    """The closing block: scores, times, the video, mesh and report paths, the run directory (framework/console.py)."""
+    print(closing_block(metrics, run_dir), file=sys.stdout, flush=True)

@@ -18,6 +18,7 @@ from framework.base_system import BaseSystem, BaseSystemConfig
 from framework.config import instantiate
 from framework.interfaces import Component, Evaluator, Mesh
 from framework.regularisers import REGULARISERS
+from framework.step_times import section
 from models.geometry.surface_colour import textured_isosurface
 from systems.frozen_guidance import FrozenGuidanceCheckpoints
 
@@ -77,7 +78,9 @@ class DreamFusion(FrozenGuidanceCheckpoints, BaseSystem):
 
     def guidance_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
         """The guidance's loss_<name> terms on the render; its diagnostics are logged."""
-        return self.logged_guidance_losses(self.guidance(self.guidance_input(out), self.prompt_processor(), batch))
+        with section("guidance"):
+            guidance_out = self.guidance(self.guidance_input(out), self.prompt_processor(), batch)
+        return self.logged_guidance_losses(guidance_out)
 
     def compute_losses(self, batch: dict[str, Any], out: dict[str, Tensor]) -> dict[str, Tensor]:
         losses = self.guidance_losses(batch, out)

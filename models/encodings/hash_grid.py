@@ -16,22 +16,25 @@ Three backends share one config and one parameter layout (`backend: auto | torch
       exactly as tcnn does).
   Not reproduced: tcnn's fused multiply-add and optional half precision (rounding only).
   Inputs are clamped to [0, 1] (tcnn lets outside points wrap around the table).
-* ``cpp``: the same maths as fused C++ loops (compiled on first use with
+* ``cpp``: the same maths as fused C++ loops (hash_grid_cpu.cpp, compiled on first use with
   torch.utils.cpp_extension, cached; CPU, float32). Hand-written because PyTorch's CPU
-  gather/scatter ops cost several ns per element each and need (N, L, 8)-sized temporaries:
-  ``cpp`` is ~6x faster than ``torch`` (benchmarks/hash_grid.py). It is differentiable in the
-  table, in x, and in the second-order combination analytic normals need.
+  gather/scatter ops cost several ns per element each and need (N, L, 8)-sized temporaries.
+  benchmarks/hash_grid.py times it side by side with a plain hand-written loop (the probe,
+  benchmarks/hash_grid_probe.cpp): forward+backward, 2 threads, it ran at 2.1x the probe at
+  16 x 2^19 and 1.2x at the demo's 12 x 2^17 (torch: 0.17x and 0.08x). It is differentiable
+  in the table, in x, and in the second-order combination analytic normals need.
 * ``tcnn``: tiny-cuda-nn's CUDA kernel, imported only when chosen.
 
 ``auto``: tcnn on CUDA when importable (else torch); on CPU cpp when it builds, else torch.
 
 Speed limit on CPU: every point reads 8 corners x n_levels entries at hashed, i.e. random,
 addresses in a table of up to 16 x 2^19 x 8 bytes = 64 MB, and backward scatters as many;
-this is memory-latency bound (~0.35 M points/s forward+backward per core for the default
-16-level grid), far from the 5 M points/s a GPU gives.
+this is memory-latency bound (about 0.5 M points/s forward+backward on 2 busy cores for both the
+default 16-level grid and the demo's 12 x 2^17), far from the 5 M points/s a GPU gives.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from framework.progress import announce
 from framework.value_checks import at_least, check_fields, greater_than, one_of
 
 PRIMES = (1, 2654435761, 805459861)  # tcnn's coherent prime hash, one per dimension
@@ -162,23 +166,42 @@ CPP_SOURCE = Path(__file__).with_name("hash_grid_cpu.cpp")
 _cpp_module = None
 
 
+def build_cpu_extension(name: str, source: Path):
+    """Compile (first use, about a minute; cached in ~/.cache/torch_extensions, or
+    $TORCH_EXTENSIONS_DIR) and import one C++ source with the kernel's flags; the benchmark's
+    probe (benchmarks/hash_grid_probe.cpp) is built by this too."""
+    from torch.utils.cpp_extension import load
+
+    # the `ninja` wheel puts its binary beside this interpreter, which may not be on PATH
+    bin_dir = os.path.dirname(sys.executable)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    build = kernel_build_directory(name)
+    built = build is not None and any(build.glob(f"{name}*.so"))
+    compiling = contextlib.nullcontext() if built else announce(
+        f"compiling the C++ kernel {source.name} (first use only, about a minute on 2 cores; cached in {build or 'torch_extensions'})"
+    )
+    with compiling:
+        return load(name=name, sources=[str(source)], extra_cflags=["-O3", "-fopenmp", "-funroll-loops"], extra_ldflags=["-fopenmp"])
+
+
 def load_cpp_kernel():
-    """Compile (first use, about a minute; cached in ~/.cache/torch_extensions) the CPU kernel."""
+    """The CPU kernel (models/encodings/hash_grid_cpu.cpp), compiled on first use."""
     global _cpp_module
     if _cpp_module is None:
-        from torch.utils.cpp_extension import load
-
-        # the `ninja` wheel puts its binary beside this interpreter, which may not be on PATH
-        bin_dir = os.path.dirname(sys.executable)
-        if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-            os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-        _cpp_module = load(
-            name="hash_grid_cpu_v10",
-            sources=[str(CPP_SOURCE)],
-            extra_cflags=["-O3", "-fopenmp", "-funroll-loops"],
-            extra_ldflags=["-fopenmp"],
-        )
+        _cpp_module = build_cpu_extension("hash_grid_cpu_v11", CPP_SOURCE)
     return _cpp_module
+
+
+def kernel_build_directory(name: str) -> Path | None:
+    """Where torch.utils.cpp_extension builds (and caches) the extension `name` ($TORCH_EXTENSIONS_DIR or
+    ~/.cache/torch_extensions/<python>_<accelerator>/<name>); None if torch no longer says (a private helper)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return Path(_get_build_directory(name, verbose=False))
+    except (ImportError, TypeError, OSError):
+        return None
 
 
 class _HashGridCpp(torch.autograd.Function):

@@ -45,6 +45,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from framework.interfaces import Background, Geometry, Material, Renderer
+from framework.step_times import section
 from framework.value_checks import at_least, check_fields, number_at_least, one_of, optional
 from models.renderers.occupancy_grid import BACKENDS, OccupancyGrid
 
@@ -65,6 +66,16 @@ class VolumeRendererConfig:
     normal_perturb_std: float = 0.01
     backend: str = "auto"  # occupancy grid: auto | torch | nerfacc
     max_candidates: int = 2**22  # candidate samples generated at once (bounds memory at high resolution)
+    early_stop_eps: Optional[float] = None
+    """Drop samples whose transmittance before them is below this: they sit behind an opaque surface
+    and add less than this to their ray. Found by one density pass without gradients over the
+    samples the occupancy grid keeps: nerfacc's `early_stop_eps` (1e-4 in threestudio's renderer, whose
+    `prune_alpha_threshold` passes the density to nerfacc's sampler). It pays when the density pass
+    costs less than the forward and backward it saves (the toy demo: 1e-4 with alpha_threshold 0.01).
+    None (default, every method's published tables): keep every sample."""
+    alpha_threshold: float = 0.0
+    """Also drop samples whose own opacity 1 - exp(-sigma delta) is at most this (nerfacc's `alpha_thre`,
+    0.01 in threestudio; 0: only the transmittance test). Needs early_stop_eps set."""
     grad_chunk_rays: Optional[int] = None
     """Training renders: differentiate chunks of this many rays under activation checkpointing,
     so the autograd graph held at once is one chunk's instead of the whole image's (e.g. 4096 for
@@ -83,6 +94,8 @@ class VolumeRendererConfig:
             normal_perturb_std=number_at_least(0),
             backend=one_of(*BACKENDS),
             max_candidates=at_least(1),
+            early_stop_eps=optional(number_at_least(0)),
+            alpha_threshold=number_at_least(0),
             grad_chunk_rays=optional(at_least(1)),
         )
 
@@ -117,7 +130,8 @@ class VolumeRenderer(Renderer):
 
     def update_step(self, global_step: int) -> None:
         if self.cfg.grid_prune and self.training:
-            self.grid.update_every_n_steps(global_step, self.geometry.forward_density, self.step_size)
+            with section("occupancy grid"):
+                self.grid.update_every_n_steps(global_step, self.geometry.forward_density, self.step_size)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -138,29 +152,50 @@ class VolumeRenderer(Renderer):
             if self.cfg.grid_prune:
                 keep = self.grid.occupied(rays_o[ray_idx] + t[:, None] * rays_d[ray_idx])
                 ray_idx, t = ray_idx[keep], t[keep]
+            if self.cfg.early_stop_eps is not None and ray_idx.numel() > 0:
+                with section("early stop"):
+                    keep = self.visible(rays_o, rays_d, ray_idx, t)
+                ray_idx, t = ray_idx[keep], t[keep]
             ray_parts.append(ray_idx)
             t_parts.append(t)
         return torch.cat(ray_parts), torch.cat(t_parts)
 
+    def visible(self, rays_o: Tensor, rays_d: Tensor, ray_idx: Tensor, t: Tensor) -> Tensor:
+        """Packed samples (S,) -> keep (S,) bool: transmittance before the sample > early_stop_eps and
+        alpha > alpha_threshold, from the density without gradients (the samples dropped carry a
+        weight below early_stop_eps, so the render changes by less than that per ray)."""
+        points = (rays_o[ray_idx] + t[:, None] * rays_d[ray_idx]).clamp(-self.radius, self.radius)
+        tau = self.geometry.forward_density(points).reshape(-1) * self.step_size
+        exclusive = self.exclusive_ray_sums(tau, ray_idx, int(rays_o.shape[0]))
+        keep = torch.exp(-exclusive) > self.cfg.early_stop_eps
+        if self.cfg.alpha_threshold > 0:
+            keep &= (1.0 - torch.exp(-tau)) > self.cfg.alpha_threshold
+        return keep
+
     # ------------------------------------------------------------------ compositing
+    @staticmethod
+    def exclusive_ray_sums(tau: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
+        """Packed (S,) values sorted by ray -> each one's sum over the samples before it on its ray (float64)."""
+        cs = torch.cumsum(tau.double(), 0)
+        counts = torch.bincount(ray_indices, minlength=n_rays)
+        first = (torch.cumsum(counts, 0) - counts).clamp(max=tau.shape[0] - 1)
+        before_ray = cs[first] - tau[first].double()  # running total before each ray's first sample
+        return cs - tau.double() - before_ray[ray_indices]
+
     @staticmethod
     def composite_weights(tau: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
         """tau (S,) optical thickness sigma*delta of packed samples -> weights (S,) (NeRF eq. 3)."""
         if tau.numel() == 0:
             return tau
-        cs = torch.cumsum(tau.double(), 0)
-        counts = torch.bincount(ray_indices, minlength=n_rays)
-        first = (torch.cumsum(counts, 0) - counts).clamp(max=tau.shape[0] - 1)
-        before_ray = cs[first] - tau[first].double()  # running total before each ray's first sample
-        exclusive = cs - tau.double() - before_ray[ray_indices]
-        transmittance = torch.exp(-exclusive).to(tau.dtype)
+        transmittance = torch.exp(-VolumeRenderer.exclusive_ray_sums(tau, ray_indices, n_rays)).to(tau.dtype)
         return transmittance * (1.0 - torch.exp(-tau))
 
     def _render_rays(self, rays_o: Tensor, rays_d: Tensor, light: Tensor, shading: str | None = None) -> dict[str, Tensor]:
         """Flat rays (R, 3), light (R, 3) -> per-ray fg colour, opacity, depth, normal, plus packed samples."""
-        ray_idx, t = self.sample(rays_o, rays_d)
-        dirs = rays_d[ray_idx]
-        points = (rays_o[ray_idx] + t[:, None] * dirs).clamp(-self.radius, self.radius)
+        with section("sampling"):
+            ray_idx, t = self.sample(rays_o, rays_d)
+            dirs = rays_d[ray_idx]
+            points = (rays_o[ray_idx] + t[:, None] * dirs).clamp(-self.radius, self.radius)
         return self._shade(rays_o.shape[0], ray_idx, t, dirs, points, light[ray_idx], shading=shading)
 
     def _shade(
@@ -176,10 +211,20 @@ class VolumeRenderer(Renderer):
     ) -> dict[str, Tensor]:
         """The differentiable part of a render: networks, material and compositing of packed samples."""
         need_normal = self.material.requires_normal or self.cfg.return_comp_normal
-        geo = self.geometry(points, output_normal=need_normal)
+        with section("field"):
+            geo = self.geometry(points, output_normal=need_normal)
         normal = geo.get("normal")
-        rgb = self.material(features=geo["features"], viewdirs=dirs, positions=points, light_positions=light, shading_normal=normal,
-                            shading=shading)
+        with section("material"):
+            rgb = self.material(features=geo["features"], viewdirs=dirs, positions=points, light_positions=light,
+                                shading_normal=normal, shading=shading)
+        with section("compositing"):
+            return self._composite(n_rays, ray_idx, t, dirs, points, geo, rgb, normal, jitter)
+
+    def _composite(
+        self, n_rays: int, ray_idx: Tensor, t: Tensor, dirs: Tensor, points: Tensor, geo: dict[str, Tensor], rgb: Tensor,
+        normal: Tensor | None, jitter: Tensor | None,
+    ) -> dict[str, Tensor]:
+        """Packed samples' densities and colours -> per-ray outputs (NeRF eq. 3), plus the training extras."""
         weights = self.composite_weights(geo["density"][:, 0] * self.step_size, ray_idx, n_rays)
         w = weights[:, None]
 

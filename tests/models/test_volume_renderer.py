@@ -107,6 +107,45 @@ def test_pruning_gives_the_same_image():
     assert diff.mean() < 0.005 and diff.max() < 0.15
 
 
+@pytest.mark.parametrize("alpha_threshold", [0.0, 0.01])
+def test_early_stop_drops_the_samples_behind_an_opaque_surface(alpha_threshold):
+    """A nearly opaque ball (sigma 200): the samples past its front barely count. Culling them (with
+    alpha_threshold, also those of near-empty space) changes each ray by at most ~early_stop_eps."""
+    lin = torch.linspace(-0.45, 0.45, 15)
+    o = torch.stack(torch.meshgrid(torch.full((15,), -3.0), lin, lin, indexing="ij"), -1)[0][None]  # (1, 15, 15, 3)
+    d = torch.zeros_like(o)
+    d[..., 0] = 1.0
+    renders, counts = {}, {}
+    for eps in (None, 1e-4):
+        ren = make(grid_prune=False, early_stop_eps=eps, alpha_threshold=alpha_threshold).eval()
+        with torch.no_grad():
+            ren.geometry.sigma.fill_(200.0)
+            counts[eps] = ren.sample(o.reshape(-1, 3), d.reshape(-1, 3))[0].numel()
+            renders[eps] = ren(o, d, torch.zeros(1, 3))
+    # the far side of the ball and the space behind it are gone; with alpha_threshold also the empty space before it
+    assert counts[1e-4] < (0.6 if alpha_threshold == 0 else 0.1) * counts[None]
+    for key in ("opacity", "comp_rgb"):
+        assert (renders[1e-4][key] - renders[None][key]).abs().max() < 2e-4
+
+
+def test_early_stop_keeps_gradients_where_they_matter():
+    """Training renders with culling: the gradient on the colour features is the full render's to within
+    early_stop_eps per ray (each ray's dropped weights sum to less than that), and fewer samples ran."""
+    o, d = rays([0.0, 0.2, 0.4])
+    grads, samples = {}, {}
+    for eps in (None, 1e-4):
+        ren = make(grid_prune=False, early_stop_eps=eps).train()
+        with torch.no_grad():
+            ren.geometry.sigma.fill_(40.0)
+        out = ren(o, d, torch.zeros(2, 3))
+        out["comp_rgb_fg"].sum().backward()
+        grads[eps], samples[eps] = ren.geometry.feat.grad.clone(), out["ray_indices"].numel()
+    n_rays = o.shape[0] * o.shape[1] * o.shape[2]
+    assert samples[1e-4] < 0.6 * samples[None]
+    assert (grads[1e-4] - grads[None]).abs().max() <= n_rays * 1e-4
+    assert grads[None].abs().min() > 1.0  # not vacuous: the features get a real gradient
+
+
 def test_gradients_reach_geometry_and_training_outputs():
     ren = make(grid_prune=False, randomized=True).train()
     o, d = rays([0.0, 0.25])

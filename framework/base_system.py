@@ -102,6 +102,7 @@ class BaseSystem(pl.LightningModule):
         self._val_images: list[tuple[int, np.ndarray]] = []
         self.metrics: dict[str, float] = {}
         self.loss_terms: dict[str, float] = {}
+        self.latest_render: Optional[Tensor] = None  # the last training step's comp_rgb (B, H, W, C), detached
         self._val_opacity: list[Tensor] = []
 
     # ---- what a method provides -------------------------------------------------------------
@@ -127,6 +128,19 @@ class BaseSystem(pl.LightningModule):
     @property
     def evaluator(self) -> Optional[Evaluator]:
         return None
+
+    @torch.no_grad()
+    def preview_mesh(self, resolution: int) -> tuple[Mesh, Optional[Tensor]]:
+        """The live viewer's coarse surface and its vertex colours ((V, 3) in [0, 1], or None when the
+        material's albedo is not RGB): the `geometry`'s `preview_mesh`, coloured by the `material`'s albedo
+        at the vertices. A system without those two parts overrides this."""
+        geometry, material = getattr(self, "geometry"), getattr(self, "material", None)
+        mesh = geometry.preview_mesh(resolution)
+        mesh = Mesh(vertices=mesh.vertices.detach(), faces=mesh.faces)
+        if material is None or mesh.vertices.shape[0] == 0:
+            return mesh, None
+        colours = material.albedo(geometry.export_features(mesh.vertices))
+        return mesh, colours.clamp(0, 1) if colours.shape[-1] == 3 else None
 
     def initialise_for_training(self) -> None:
         """Called by the runner before a fresh training run (not on resume or weights init): a later
@@ -165,6 +179,7 @@ class BaseSystem(pl.LightningModule):
             self._report_rank_cameras(batch)
         with section("render"):
             out = self.render(batch)
+        self.latest_render = out["comp_rgb"].detach()  # shown by the live viewer (framework/live_viewer.py)
         with section("losses"):
             losses = self.compute_losses(batch, out)
         total, logged = self.loss_weights.combine(losses, self.global_step)

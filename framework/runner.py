@@ -33,6 +33,7 @@ from framework.media_logging import TensorBoardEventsLogger
 from framework.run_directory import write_json
 from framework.errors import TrainingFailed
 from framework.interfaces import RunnableSystem
+from framework.live_viewer import LiveViewer, close_viewers
 from framework.nonfinite_guard import NonFiniteGuard
 from framework.preemption import Preemption
 from framework.random_state import RandomState
@@ -174,6 +175,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = 
         callbacks.append(progress_bar(refresh_rate=10))  # tqdm on a terminal, one line per refresh in a log
     if cfg.trainer.step_times:
         callbacks.append(StepTimes())
+    if cfg.viewer.enabled and cfg.mode == "train" and process_rank() == 0:
+        callbacks.append(LiveViewer(cfg.viewer, run_dir))  # serving from here: a taken port stops the run now
     t = cfg.trainer
     check_accelerator(t.accelerator)
     return pl.Trainer(
@@ -249,7 +252,29 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     elif cfg.mode == "train":
         system.initialise_for_training()
     trainer = build_trainer(cfg, run_dir, resumed_step=checkpoints["resume"].get("global_step") if cfg.resume and cfg.mode == "train" else None)
+    try:
+        metrics = run_mode(cfg, run_dir, trainer, system, datamodule, checkpoints)
+    finally:
+        close_viewers(trainer)  # the live viewer's server, however the run ends
+    if cfg.mode == "train" and trainer.global_rank != 0:
+        return {}  # rank 0 alone exports, scores and writes metrics.json
+    for logger in trainer.loggers:
+        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
+        logger.save()
 
+    write_json(run_dir / "metrics.json", metrics)
+    for callback in trainer.callbacks:
+        if isinstance(callback, StepTimes):
+            callback.finish(run_dir)
+    if rank == 0:
+        write_report(run_dir)  # <run>/report.html (framework/report.py), before the closing block that names it
+    report(metrics, run_dir)  # last: the closing block ends the output
+    return metrics
+
+
+def run_mode(cfg: DictConfig, run_dir: Path, trainer: pl.Trainer, system: Any, datamodule: Any,
+             checkpoints: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The work of `cfg.mode`: the metrics rank 0 writes ({} on the other ranks of a training run)."""
     metrics: dict[str, float] = {}
     start = time.perf_counter()
     if cfg.mode == "train":
@@ -270,17 +295,6 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         load_weights(system, checkpoints["resume"], cfg.resume, "resume", cfg)
         metrics.update(system.export())
     metrics["total_seconds"] = time.perf_counter() - start
-    for logger in trainer.loggers:
-        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
-        logger.save()
-
-    write_json(run_dir / "metrics.json", metrics)
-    for callback in trainer.callbacks:
-        if isinstance(callback, StepTimes):
-            callback.finish(run_dir)
-    if rank == 0:
-        write_report(run_dir)  # <run>/report.html (framework/report.py), before the closing block that names it
-    report(metrics, run_dir)  # last: the closing block ends the output
     return metrics
 
 

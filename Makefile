@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PROMPT ?= a red cube
 ARGS ?=
 
-.PHONY: setup demo test test-slow bench clean-venv
+.PHONY: setup demo test test-slow bench clean-venv gltf-validator
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,18 @@ bench: setup
 	$(PY) benchmarks/hash_grid.py
 	$(PY) benchmarks/toy_exemplars.py
 	$(PY) benchmarks/export.py
+
+# The Khronos glTF-Validator (npm) for the GLB tests, into the git-ignored .node/; without Node the tests skip.
+GLTF_VALIDATOR_VERSION := 2.0.0-dev.3.10
+GLTF_VALIDATOR_STAMP := .node/.installed-$(GLTF_VALIDATOR_VERSION)
+
+$(GLTF_VALIDATOR_STAMP):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --prefix .node --no-save --no-package-lock --no-audit --no-fund -q gltf-validator@$(GLTF_VALIDATOR_VERSION) \
+	  && touch $@ || echo "npm could not install gltf-validator: the glTF-Validator tests will skip"; \
+	else echo "no npm on this machine: the glTF-Validator tests will skip"; fi
+
+gltf-validator: $(GLTF_VALIDATOR_STAMP)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -32,9 +32,11 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from framework import run_directory
 from framework.distributed import is_main_process
 from framework.errors import EXIT_CRASH, EXIT_DONE, EXIT_STOPPED, EXIT_USER_INPUT, RunStopped, TrainingFailed, UserError
+from framework.extensions import register_extensions
+from framework.report import write_report
 from framework.runner import run
 from framework.value_checks import unknown_key_message
-from systems.schemas import register_schemas
+from systems.schemas import SCHEMAS, register_schemas
 
 
 def slug(text: str) -> str:
@@ -105,6 +107,9 @@ def run_and_record(cfg: DictConfig, run_dir: Path, job: dict[str, Any] | None = 
             run_directory.write_status(run_dir, status, **info, seconds=round(time.monotonic() - start, 2), **(job or {}))
         except OSError as error:  # an unwritable run directory was the run's own error, already told
             print(f"(no status.json in {run_dir}: {error.strerror})", file=sys.stderr)
+        page = write_report(run_dir, {"status": status, **info}) if status != "done" else None  # done: the runner's
+        if page is not None:  # what a failed or stopped run left: its losses, images, error
+            print(f"report: {page}", file=sys.stderr, flush=True)
 
     try:
         run(cfg, run_dir)
@@ -194,6 +199,7 @@ def cli(argv: list[str]) -> int:
     argv = requeued_job_resume(argv)
     try:
         check_output_root(argv)
+        register_extensions(argv, SCHEMAS)  # a user package's schemas, named by hydra.searchpath=[pkg://...] (framework/extensions.py)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -30,7 +30,7 @@ from framework.media_logging import log_image, log_turntable
 from framework.mesh_cleanup import clean_mesh
 from framework.optim import OptimizerConfig, build_optimizer
 from framework.step_times import section
-from framework.value_checks import at_least, between, check_entries, check_fields, number_at_least, optional, schedule_of
+from framework.value_checks import at_least, between, check_entries, check_fields, number_at_least, one_of, optional, schedule_of
 from framework.video import image_grid, save_image, write_video
 
 
@@ -39,14 +39,22 @@ class ExportConfig:
     texture_size: int = 1024
     """Side of the baked albedo texture in texels."""
     glb: bool = True
+    """Also write model.glb (glTF 2.0 binary: +y up, vertex normals, the sRGB texture)."""
     max_faces: Optional[int] = 30000
     """Decimate the exported mesh to at most this many faces (null: keep all; framework/mesh_cleanup.py)."""
     min_component_fraction: float = 0.05
     """Drop disconnected pieces with fewer than this fraction of the faces (0: keep every piece)."""
+    smooth_iterations: int = 0
+    """Rounds of Taubin smoothing (a shrink and an inflate step each) of the surface before decimation, against
+    marching-cubes bumps (0: off; framework/mesh_cleanup.py)."""
+    up_axis: str = "+z"
+    """The OBJ's up axis: "+z" (world coordinates) or "+y" (world (x, y, z) written as (x, z, -y), as the GLB
+    always is); the toy evaluator scores either in world coordinates."""
 
     def __post_init__(self) -> None:
         check_fields(self, texture_size=at_least(1), max_faces=optional(at_least(4)),
-                     min_component_fraction=between(0, 1))
+                     min_component_fraction=between(0, 1), smooth_iterations=at_least(0),
+                     up_axis=one_of("+z", "+y"))
 
 
 @dataclass
@@ -94,6 +102,7 @@ class BaseSystem(pl.LightningModule):
         self._val_images: list[tuple[int, np.ndarray]] = []
         self.metrics: dict[str, float] = {}
         self.loss_terms: dict[str, float] = {}
+        self.latest_render: Optional[Tensor] = None  # the last training step's comp_rgb (B, H, W, C), detached
         self._val_opacity: list[Tensor] = []
 
     # ---- what a method provides -------------------------------------------------------------
@@ -119,6 +128,19 @@ class BaseSystem(pl.LightningModule):
     @property
     def evaluator(self) -> Optional[Evaluator]:
         return None
+
+    @torch.no_grad()
+    def preview_mesh(self, resolution: int) -> tuple[Mesh, Optional[Tensor]]:
+        """The live viewer's coarse surface and its vertex colours ((V, 3) in [0, 1], or None when the
+        material's albedo is not RGB): the `geometry`'s `preview_mesh`, coloured by the `material`'s albedo
+        at the vertices. A system without those two parts overrides this."""
+        geometry, material = getattr(self, "geometry"), getattr(self, "material", None)
+        mesh = geometry.preview_mesh(resolution)
+        mesh = Mesh(vertices=mesh.vertices.detach(), faces=mesh.faces)
+        if material is None or mesh.vertices.shape[0] == 0:
+            return mesh, None
+        colours = material.albedo(geometry.export_features(mesh.vertices))
+        return mesh, colours.clamp(0, 1) if colours.shape[-1] == 3 else None
 
     def initialise_for_training(self) -> None:
         """Called by the runner before a fresh training run (not on resume or weights init): a later
@@ -157,6 +179,7 @@ class BaseSystem(pl.LightningModule):
             self._report_rank_cameras(batch)
         with section("render"):
             out = self.render(batch)
+        self.latest_render = out["comp_rgb"].detach()  # shown by the live viewer (framework/live_viewer.py)
         with section("losses"):
             losses = self.compute_losses(batch, out)
         total, logged = self.loss_weights.combine(losses, self.global_step)
@@ -252,14 +275,14 @@ class BaseSystem(pl.LightningModule):
         from framework.export import export_textured_mesh
 
         export_dir = self.save_dir / "export"
+        cfg = self.cfg.export
         with section("isosurface"):
             mesh, albedo_fn = self.export_mesh()
         with section("mesh clean-up"):
-            mesh = clean_mesh(mesh, self.cfg.export.min_component_fraction, self.cfg.export.max_faces)
+            mesh = clean_mesh(mesh, cfg.min_component_fraction, cfg.max_faces, cfg.smooth_iterations)
         with section("uv atlas, texture, files"):
-            export_textured_mesh(
-                mesh, albedo_fn, export_dir, texture_size=self.cfg.export.texture_size, glb=self.cfg.export.glb
-            )
+            export_textured_mesh(mesh, albedo_fn, export_dir, texture_size=cfg.texture_size, glb=cfg.glb,
+                                 up_axis=cfg.up_axis)
         metrics: dict[str, float] = {}
         if self.evaluator is not None:
             with section("scoring"):

@@ -7,14 +7,20 @@ every triangle is rasterised in UV space at texel centres, the 3D position is in
 there and handed to `albedo_fn`. Uncovered texels are then filled with the nearest covered
 colour so bilinear sampling and mipmaps at chart borders never pick up background.
 
-Coordinate rules (DESIGN.md, TOYWORLD.md "Scoring a run"):
+Coordinate rules (DESIGN.md, docs/toy-world.md "Scoring a run"):
 
-- the OBJ is written in WORLD coordinates, +z up, exactly the input vertices;
-- the GLB follows glTF's +y-up rule: world (x, y, z) -> glTF (x, z, -y), a proper rotation
-  (det +1) about +x by -90 degrees, so winding and normals stay outward;
+- the OBJ is written in WORLD coordinates, +z up, exactly the input vertices, by default; with
+  `up_axis="+y"` it is rotated like the GLB, world (x, y, z) -> (x, z, -y) (`OBJ_AXES`), for
+  tools that take +y as up. Its first line says which (`read_obj_up_axis` reads it back, so the
+  toy evaluator scores either file in world coordinates);
+- the GLB always follows glTF's +y-up rule: world (x, y, z) -> glTF (x, z, -y), a proper rotation
+  (det +1) about +x by -90 degrees, so winding and normals stay outward (framework/glb.py);
 - OBJ texture coordinates have their origin at the BOTTOM-left of the image while image rows
   start at the top, so the baked texel grid (row 0 = v near 0) is flipped vertically when
   written as PNG. trimesh applies glTF's top-left UV convention itself when writing the GLB.
+
+Colour rule (framework/colour_space.py): `albedo_fn` returns LINEAR albedo; the texture (PNG and
+the GLB's baseColorTexture) stores it sRGB-encoded, as glTF requires and OBJ readers assume.
 
 Files written into `out_dir`: `<name>.obj`, `<name>.mtl`, the texture (`texture_kd.png` for the
 default name, `<name>_texture_kd.png` otherwise, so two exports in one folder never share a
@@ -34,15 +40,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from framework.colour_space import encode_srgb8
+from framework.glb import WORLD_TO_GLTF, write_glb
 from framework.interfaces import Mesh
 
 __all__ = ["export_textured_mesh", "unwrap_uv", "unwrap_xatlas", "unwrap_triangles",
-           "bake_texture", "ExportDirectoryError", "WORLD_TO_GLTF"]
+           "bake_texture", "ExportDirectoryError", "WORLD_TO_GLTF", "OBJ_AXES", "read_obj_up_axis"]
 
 logger = logging.getLogger(__name__)
 
-# world +z-up -> glTF +y-up: (x, y, z) -> (x, z, -y); rows are the glTF axes.
-WORLD_TO_GLTF = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+# export.up_axis -> the rotation from world to the OBJ's coordinates (rows are the file's axes)
+OBJ_AXES = {"+z": np.eye(3), "+y": WORLD_TO_GLTF}
+_OBJ_HEADER = "# toy3d export: up axis {up}, {rule}"
+_OBJ_RULES = {"+z": "world coordinates", "+y": "world (x, y, z) written as (x, z, -y)"}
 
 # Candidate (triangle, texel) pairs tested at once while baking; bounds memory (~0.5 GB peak).
 _RASTER_CHUNK = 4_000_000
@@ -269,8 +279,8 @@ def bake_texture(
     chunk_size: int = 65536,
     device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Bake `albedo_fn` into an image (texture_size, texture_size, 3) uint8, rows from the TOP
-    (ready to save; OBJ/trimesh UV convention). Also returns the covered-texel fraction."""
+    """Bake `albedo_fn` (linear albedo) into an image (texture_size, texture_size, 3) uint8, sRGB-encoded,
+    rows from the TOP (ready to save; OBJ/trimesh UV convention). Also returns the covered-texel fraction."""
     pos_img, mask = _rasterize_uv(uv, faces, positions, texture_size)
     pts = torch.from_numpy(pos_img[mask])
     colors = np.zeros((texture_size, texture_size, 3), dtype=np.float32)
@@ -283,23 +293,36 @@ def bake_texture(
     if out:
         colors[mask] = torch.cat(out).numpy()
     colors = _fill_uncovered(colors, mask)
-    image = np.flipud(np.round(colors * 255.0)).astype(np.uint8)  # row 0 = top = v near 1
+    image = encode_srgb8(np.flipud(colors))  # row 0 = top = v near 1
     return np.ascontiguousarray(image), float(mask.mean())
 
 
 def _write_obj(
     path: Path, mtl_name: str, vertices: np.ndarray, normals: np.ndarray, uv: np.ndarray,
-    v_idx: np.ndarray, vt_idx: np.ndarray,
+    v_idx: np.ndarray, vt_idx: np.ndarray, up_axis: str = "+z",
 ) -> None:
-    """OBJ with shared positions (`v`, = input vertices) and per-seam texture coords (`vt`)."""
+    """OBJ with shared positions (`v`, = input vertices) and per-seam texture coords (`vt`); world vertices
+    and normals are rotated to `up_axis` (OBJ_AXES) and the first line names it."""
     f = np.concatenate([v_idx[:, :, None], vt_idx[:, :, None], v_idx[:, :, None]], -1) + 1
+    rotation = OBJ_AXES[up_axis]
     with open(path, "w") as fh:
-        fh.write(f"# text-to-3D export: world coordinates, +z up\nmtllib {mtl_name}\n")
-        np.savetxt(fh, vertices, fmt="v %.6f %.6f %.6f")
+        fh.write(_OBJ_HEADER.format(up=up_axis, rule=_OBJ_RULES[up_axis]) + f"\nmtllib {mtl_name}\n")
+        np.savetxt(fh, vertices @ rotation.T, fmt="v %.6f %.6f %.6f")
         np.savetxt(fh, uv, fmt="vt %.6f %.6f")
-        np.savetxt(fh, normals, fmt="vn %.5f %.5f %.5f")
+        np.savetxt(fh, normals @ rotation.T, fmt="vn %.5f %.5f %.5f")
         fh.write("usemtl material_0\n")
         np.savetxt(fh, f.reshape(-1, 9), fmt="f %d/%d/%d %d/%d/%d %d/%d/%d")
+
+
+def read_obj_up_axis(path: str | Path) -> str:
+    """The up axis ("+z" or "+y") an exported OBJ names on its first line; "+z" (world coordinates) when it
+    names none, as OBJs written before `export.up_axis` existed. World = file vertices @ OBJ_AXES[axis]."""
+    with open(path) as fh:
+        first = fh.readline()
+    for axis in OBJ_AXES:
+        if first.startswith(_OBJ_HEADER.format(up=axis, rule="")):
+            return axis
+    return "+z"
 
 
 def _write_mtl(path: Path, texture_name: str) -> None:
@@ -309,23 +332,6 @@ def _write_mtl(path: Path, texture_name: str) -> None:
         "Ns 10.0\nd 1.0\nillum 1\n"
         f"map_Kd {texture_name}\n"
     )
-
-
-def _write_glb(path: Path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray,
-               image: np.ndarray, normals: np.ndarray) -> None:
-    import trimesh
-    from PIL import Image
-
-    material = trimesh.visual.material.PBRMaterial(
-        name="material_0", baseColorTexture=Image.fromarray(image),
-        metallicFactor=0.0, roughnessFactor=1.0,
-    )
-    mesh = trimesh.Trimesh(
-        vertices=vertices @ WORLD_TO_GLTF.T, faces=faces, vertex_normals=normals @ WORLD_TO_GLTF.T,
-        visual=trimesh.visual.TextureVisuals(uv=uv, material=material), process=False,
-    )
-    # the welded mesh's normals, so viewers shade smoothly across UV seams rather than flat
-    mesh.export(path, file_type="glb", include_normals=True)
 
 
 def export_textured_mesh(
@@ -339,15 +345,18 @@ def export_textured_mesh(
     unwrap: str = "auto",
     xatlas_timeout_s: float | None = 300.0,
     xatlas_max_faces: int = 60_000,
+    up_axis: str = "+z",
 ) -> dict[str, Path]:
     """UV-unwrap `mesh`, bake `albedo_fn` into a texture, and write OBJ/MTL/PNG (+ GLB).
 
-    mesh: world coordinates, +z up, outward faces. albedo_fn is called without gradients on
-    chunks of texel positions (sent to `device` if given). unwrap: "auto" | "xatlas" |
-    "triangles", see `unwrap_uv`.
+    mesh: world coordinates, +z up, outward faces. albedo_fn (linear albedo) is called without
+    gradients on chunks of texel positions (sent to `device` if given). unwrap: "auto" | "xatlas" |
+    "triangles", see `unwrap_uv`. up_axis: the OBJ's, "+z" (world) or "+y" (module docstring).
     Returns {"obj", "mtl", "texture"[, "glb"]} -> paths.
     Raises ExportDirectoryError (an OSError) naming `out_dir` if it cannot be written.
     """
+    if up_axis not in OBJ_AXES:
+        raise ValueError(f"up_axis must be one of {', '.join(OBJ_AXES)}, got {up_axis!r}")
     out_dir = Path(out_dir)
     _check_writable(out_dir)
     vertices = mesh.vertices.detach().cpu().numpy().astype(np.float64)
@@ -373,8 +382,8 @@ def export_textured_mesh(
     Image.fromarray(image).save(paths["texture"])
     _write_mtl(paths["mtl"], texture_name)
     _write_obj(paths["obj"], paths["mtl"].name, vertices, normals, uv, vmapping[uv_faces],
-               uv_faces)
+               uv_faces, up_axis)
     if glb:
         paths["glb"] = out_dir / f"{name}.glb"
-        _write_glb(paths["glb"], vertices[vmapping], uv_faces, uv, image, normals[vmapping])
+        write_glb(paths["glb"], vertices[vmapping], uv_faces, uv, image, normals[vmapping])
     return paths

@@ -62,6 +62,11 @@ class Geometry(Component):
         """The surface of the field as a mesh (for export and scoring)."""
         raise NotImplementedError
 
+    def preview_mesh(self, resolution: int) -> Mesh:
+        """A quick, coarse surface for the live viewer (framework/live_viewer.py), meshed from about
+        `resolution` samples per axis. Default: `isosurface()` (a geometry whose surface is already cheap)."""
+        return self.isosurface()
+
     def export_features(self, points: Tensor) -> Tensor:
         """points (N, 3) -> the features (N, F) a material turns into albedo for baking."""
         return self.forward(points)["features"]

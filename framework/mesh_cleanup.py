@@ -3,6 +3,12 @@
 - Vertices at the same position are welded (trimesh's `merge_vertices`), so faces share corners.
 - Disconnected pieces below `min_component_fraction` of the faces are dropped (the floaters a NeRF's
   isosurface leaves; `framework.isosurface.remove_small_components`).
+- Optionally, `smooth_iterations` rounds of Taubin smoothing (trimesh.smoothing.filter_taubin; a round is
+  a shrink step then an inflate step, so the size stays about the same) flatten the staircase bumps
+  marching cubes leaves at the grid's resolution; 0 (the default) leaves the surface as it is. Measured
+  on trained toy runs (benchmarks/export_smoothing.py): the red torus scores IoU 0.9201 / Chamfer 0.00567
+  at 0, 0.9203 / 0.00567 at 5 and 20 rounds; the red cube 0.9443 / 0.00734 at 0, 0.9456 / 0.00726 at 20.
+  The density field's isosurface is already smooth, so the default stays off.
 - Quadric decimation to at most `max_faces` (fast-simplification, a maintained wrapper of
   Fast-Quadric-Mesh-Simplification), so the xatlas UV unwrap of framework/export.py (used up to 60k
   faces) always runs and the texture is an atlas of charts a person can paint, not one chart per triangle.
@@ -18,7 +24,8 @@ from framework.interfaces import Mesh
 from framework.isosurface import remove_small_components
 
 
-def clean_mesh(mesh: Mesh, min_component_fraction: float = 0.05, max_faces: Optional[int] = 30_000) -> Mesh:
+def clean_mesh(mesh: Mesh, min_component_fraction: float = 0.05, max_faces: Optional[int] = 30_000,
+               smooth_iterations: int = 0) -> Mesh:
     import trimesh
 
     tm = trimesh.Trimesh(mesh.vertices.detach().cpu().numpy(), mesh.faces.detach().cpu().numpy(), process=False)
@@ -27,6 +34,10 @@ def clean_mesh(mesh: Mesh, min_component_fraction: float = 0.05, max_faces: Opti
     if min_component_fraction > 0:
         welded = remove_small_components(Mesh(torch.from_numpy(vertices), torch.from_numpy(faces)), min_component_fraction)
         vertices, faces = welded.vertices.numpy(), welded.faces.numpy()
+    if smooth_iterations > 0:  # on the welded full-resolution surface, before decimation keeps its shape
+        smooth = trimesh.Trimesh(vertices, faces, process=False)
+        trimesh.smoothing.filter_taubin(smooth, iterations=2 * int(smooth_iterations))  # trimesh counts each step
+        vertices = np.asarray(smooth.vertices)
     if max_faces is not None and len(faces) > max_faces:
         import fast_simplification
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from framework.value_checks import at_least, check_fields, either, one_of, optional
+from framework.value_checks import at_least, between, check_fields, either, one_of, optional
 
 MODES = ("train", "validate", "test", "export")
 
@@ -77,6 +77,38 @@ class LoggerConfig:
 
 
 @dataclass
+class ViewerConfig:
+    """The live viewer (framework/live_viewer.py): a viser page showing the run while it trains."""
+
+    enabled: bool = False
+    """Serve the page during training (rank 0 only). Off: nothing is started or imported."""
+    host: str = "127.0.0.1"
+    """Address to listen on: 127.0.0.1 for this machine only, 0.0.0.0 for any (then reach it through an
+    SSH tunnel or the machine's name)."""
+    port: int = 8080
+    """Port of the page (http://<host>:<port>); 0 takes a free one, printed at the start. A port in use
+    stops the run before training."""
+    refresh_every: int = 5
+    """Send the latest render, the batch's cameras and the loss curve every this many steps."""
+    mesh_every: int = 25
+    """Compute the isosurface (on the training thread) and send it every this many steps."""
+    mesh_resolution: int = 48
+    """Samples per axis of the live isosurface's grid (the export keeps the geometry's own resolution)."""
+    curve_points: int = 2000
+    """The loss curve shows at most this many points (older steps are thinned out)."""
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            port=between(0, 65535),
+            refresh_every=at_least(1),
+            mesh_every=at_least(1),
+            mesh_resolution=at_least(8),
+            curve_points=at_least(2),
+        )
+
+
+@dataclass
 class RunConfig:
     name: str = "default"
     """Method name: the first level of outputs/<name>/<tag>@<timestamp>/."""
@@ -97,6 +129,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    viewer: ViewerConfig = field(default_factory=ViewerConfig)
 
     def __post_init__(self) -> None:
         check_fields(self, mode=one_of(*MODES))

@@ -23,18 +23,21 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from framework.callbacks import ConfigSnapshot, LossProgressBar
+from framework.callbacks import ConfigSnapshot, progress_bar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
-from framework.console import quiet_library_notices
+from framework.console import closing_block, quiet_library_notices
+from framework.progress import announce
 from framework.distributed import process_rank
 from framework.media_logging import TensorBoardEventsLogger
 from framework.run_directory import write_json
 from framework.errors import TrainingFailed
 from framework.interfaces import RunnableSystem
+from framework.live_viewer import LiveViewer, close_viewers
 from framework.nonfinite_guard import NonFiniteGuard
 from framework.preemption import Preemption
 from framework.random_state import RandomState
+from framework.report import write_report
 from framework.step_times import StepTimes, section
 from framework.value_checks import check_config_values
 
@@ -169,9 +172,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, resumed_step: Optional[int] = 
         ),
     ]
     if cfg.trainer.enable_progress_bar:
-        callbacks.append(LossProgressBar(refresh_rate=10))
+        callbacks.append(progress_bar(refresh_rate=10))  # tqdm on a terminal, one line per refresh in a log
     if cfg.trainer.step_times:
         callbacks.append(StepTimes())
+    if cfg.viewer.enabled and cfg.mode == "train" and process_rank() == 0:
+        callbacks.append(LiveViewer(cfg.viewer, run_dir))  # serving from here: a taken port stops the run now
     t = cfg.trainer
     check_accelerator(t.accelerator)
     return pl.Trainer(
@@ -247,7 +252,29 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     elif cfg.mode == "train":
         system.initialise_for_training()
     trainer = build_trainer(cfg, run_dir, resumed_step=checkpoints["resume"].get("global_step") if cfg.resume and cfg.mode == "train" else None)
+    try:
+        metrics = run_mode(cfg, run_dir, trainer, system, datamodule, checkpoints)
+    finally:
+        close_viewers(trainer)  # the live viewer's server, however the run ends
+    if cfg.mode == "train" and trainer.global_rank != 0:
+        return {}  # rank 0 alone exports, scores and writes metrics.json
+    for logger in trainer.loggers:
+        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
+        logger.save()
 
+    write_json(run_dir / "metrics.json", metrics)
+    for callback in trainer.callbacks:
+        if isinstance(callback, StepTimes):
+            callback.finish(run_dir)
+    if rank == 0:
+        write_report(run_dir)  # <run>/report.html (framework/report.py), before the closing block that names it
+    report(metrics, run_dir)  # last: the closing block ends the output
+    return metrics
+
+
+def run_mode(cfg: DictConfig, run_dir: Path, trainer: pl.Trainer, system: Any, datamodule: Any,
+             checkpoints: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The work of `cfg.mode`: the metrics rank 0 writes ({} on the other ranks of a training run)."""
     metrics: dict[str, float] = {}
     start = time.perf_counter()
     if cfg.mode == "train":
@@ -258,7 +285,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
             trainer.test(system, datamodule=datamodule)  # each rank renders its share of the turntable; rank 0 writes it
         if trainer.global_rank != 0:
             return {}  # rank 0 alone exports, scores and writes metrics.json
-        with section("export"):
+        with announce("exporting to save/export/ (and scoring, for a toy scene)"), section("export"):  # a minute or two on a CPU
             metrics.update(system.export())
     elif cfg.mode == "validate":
         trainer.validate(system, datamodule=datamodule, ckpt_path=cfg.resume)
@@ -268,15 +295,6 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
         load_weights(system, checkpoints["resume"], cfg.resume, "resume", cfg)
         metrics.update(system.export())
     metrics["total_seconds"] = time.perf_counter() - start
-    for logger in trainer.loggers:
-        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step)
-        logger.save()
-
-    write_json(run_dir / "metrics.json", metrics)
-    report(metrics, run_dir)
-    for callback in trainer.callbacks:
-        if isinstance(callback, StepTimes):
-            callback.finish(run_dir)
     return metrics
 
 
@@ -298,7 +316,5 @@ def stop_if_failed(trainer: pl.Trainer) -> None:
 
 
 def report(metrics: dict[str, float], run_dir: Path) -> None:
-    print(f"\nrun directory: {run_dir}", file=sys.stdout)
-    for key, value in metrics.items():
-        print(f"  {key:>16s}: {value:.4f}" if isinstance(value, float) else f"  {key:>16s}: {value}")
-    sys.stdout.flush()
+    """The closing block: scores, times, the video, mesh and report paths, the run directory (framework/console.py)."""
+    print(closing_block(metrics, run_dir), file=sys.stdout, flush=True)

@@ -21,7 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from framework import sweep_summary
+from framework import sweep_page, sweep_summary
 from framework.run_directory import STATUS_FILE
 
 # status.json times are compared with the sweep's start; allow for file systems with coarse times
@@ -44,7 +44,8 @@ class SweepSummary(Callback):
         sweep_summary.write(folder, rows)
         ours = [r for r in rows if self.written_since_start(folder / r["run_dir"])]
         done = sum(r["status"] == "done" for r in ours)
-        print(f"sweep: {done} of {len(ours)} jobs done; summary: {folder / sweep_summary.MARKDOWN_FILE}", flush=True)
+        print(f"sweep: {done} of {len(ours)} jobs done; summary: {folder / sweep_summary.MARKDOWN_FILE}, "
+              f"{folder / sweep_page.HTML_FILE}", flush=True)
         code = sweep_summary.exit_code(ours)
         if code:
             print(f"sweep: {sweep_summary.describe_failures(ours)}", file=sys.stderr, flush=True)

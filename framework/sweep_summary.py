@@ -2,7 +2,8 @@
 
     python -m framework.sweep_summary outputs/dreamfusion-toy/sweep@20261201-160000
 
-prints the Markdown table and writes `summary.csv` and `summary.md` in the folder. A multirun writes
+prints the Markdown table and writes `summary.csv`, `summary.md` and `summary.html` (the runs side by side,
+framework/sweep_page.py) in the folder. A multirun writes
 the same two files in its sweep directory when it ends (framework/sweep_callback.py).
 
 A row is read from the run directory's `status.json` (status, exit code, first line of the error, the
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from framework import sweep_page
 from framework.run_directory import STATUS_FILE, read_json, read_status
 
 CSV_FILE = "summary.csv"
@@ -134,7 +136,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write(folder: str | Path, rows: list[dict[str, Any]]) -> str:
-    """summary.csv and summary.md in `folder`; returns the Markdown."""
+    """summary.csv, summary.md and the page of the runs side by side, summary.html (framework/sweep_page.py),
+    in `folder`; returns the Markdown."""
     folder = Path(folder)
     header, cells = table(rows)
     with open(folder / CSV_FILE, "w", newline="") as f:
@@ -143,6 +146,7 @@ def write(folder: str | Path, rows: list[dict[str, Any]]) -> str:
         writer.writerows(cells)
     text = markdown(rows)
     (folder / MARKDOWN_FILE).write_text(text)
+    sweep_page.write_page(folder, rows, metric_names(rows), common_overrides(rows), header, cells)
     return text
 
 
@@ -184,7 +188,7 @@ def main(argv: list[str]) -> int:
         print(f"error: no run under {folder} (no */{STATUS_FILE})", file=sys.stderr)
         return 2
     print(write(folder, rows), end="")
-    print(f"\nwritten: {folder / CSV_FILE}, {folder / MARKDOWN_FILE}", file=sys.stderr)
+    print(f"\nwritten: {folder / CSV_FILE}, {folder / MARKDOWN_FILE}, {folder / sweep_page.HTML_FILE}", file=sys.stderr)
     return 0
 
 

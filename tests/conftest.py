@@ -57,6 +57,18 @@ def launch(args: list[str], cache: Path, timeout: float = 600) -> subprocess.Com
 
 
 @pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, toy_cache) -> tuple[Path, subprocess.CompletedProcess]:
+    """One finished two-step toy DreamFusion run (train, test, export; with the step-time breakdown and its progress
+    lines: stdout is captured, not a terminal) and launch.py's result, for the session (tests/systems/test_launch.py, test_report_page.py)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "first"
+    overrides = [o for o in TINY_TOY_RUN if not o.startswith("trainer.enable_progress_bar")]  # its progress, as in a log
+    result = launch(["--config-name", "dreamfusion-toy", *overrides, "trainer.step_times=true", f"hydra.run.dir={run_dir}"],
+                    toy_cache)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir, result
+
+
+@pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory) -> Path:
     """A tiny random Stable Diffusion folder (real classes, diffusers layout), built once per session."""
     from models.priors.tiny_pipelines import save_tiny_stable_diffusion

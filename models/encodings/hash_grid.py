@@ -36,6 +36,7 @@ default 16-level grid and the demo's 12 x 2^17), far from the 5 M points/s a GPU
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -46,6 +47,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from framework.progress import announce
 from framework.value_checks import at_least, check_fields, greater_than, one_of
 
 PRIMES = (1, 2654435761, 805459861)  # tcnn's coherent prime hash, one per dimension
@@ -176,7 +178,13 @@ def build_cpu_extension(name: str, source: Path):
     bin_dir = os.path.dirname(sys.executable)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    return load(name=name, sources=[str(source)], extra_cflags=["-O3", "-fopenmp", "-funroll-loops"], extra_ldflags=["-fopenmp"])
+    build = kernel_build_directory(name)
+    built = build is not None and any(build.glob(f"{name}*.so"))
+    compiling = contextlib.nullcontext() if built else announce(
+        f"compiling the C++ kernel {source.name} (first use only, about a minute on 2 cores; cached in {build or 'torch_extensions'})"
+    )
+    with compiling:
+        return load(name=name, sources=[str(source)], extra_cflags=["-O3", "-fopenmp", "-funroll-loops"], extra_ldflags=["-fopenmp"])
 
 
 def load_cpp_kernel():
@@ -185,6 +193,17 @@ def load_cpp_kernel():
     if _cpp_module is None:
         _cpp_module = build_cpu_extension("hash_grid_cpu_v14", CPP_SOURCE)
     return _cpp_module
+
+
+def kernel_build_directory(name: str) -> Path | None:
+    """Where torch.utils.cpp_extension builds (and caches) the extension `name` ($TORCH_EXTENSIONS_DIR or
+    ~/.cache/torch_extensions/<python>_<accelerator>/<name>); None if torch no longer says (a private helper)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return Path(_get_build_directory(name, verbose=False))
+    except (ImportError, TypeError, OSError):
+        return None
 
 
 class _HashGridCpp(torch.autograd.Function):

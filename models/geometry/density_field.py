@@ -207,6 +207,18 @@ class DensityField(Geometry):
             solid=unseen,
         )
 
+    def preview_mesh(self, resolution: int) -> Mesh:
+        """The live viewer's surface: the density grid at `resolution` meshed at the export's threshold
+        (enclosed pockets filled; no space carving, no opening closing: a preview, not the export)."""
+        from framework.isosurface import marching_cubes
+
+        field_ = self.density_grid(resolution)
+        threshold = self.cfg.isosurface_threshold
+        if threshold == "auto":
+            threshold = auto_threshold(field_, 2.0 * self.radius / (resolution - 1))
+        return marching_cubes(field_, radius=self.radius, threshold=float(threshold), inside="above",
+                              fill_cavities=self.cfg.isosurface_fill_cavities)
+
 
 def auto_threshold(field_: Tensor, step: float, opaque_depth: float = 3.0) -> float:
     """A density level whose surface sits where rendered opacity crosses 0.5.

@@ -9,12 +9,16 @@ or a silent fallback to another prior.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from framework.config import UserError
+from framework.progress import announce
 
 
 class MissingWeightsError(UserError):
@@ -121,8 +125,13 @@ class ModelSource:
         )
 
     def load(self, cls: Any, subfolder: str, **kwargs: Any) -> Any:
-        """cls.from_pretrained(name, subfolder=...), offline; absent files -> MissingWeightsError."""
+        """cls.from_pretrained(name, subfolder=...), offline; absent files -> MissingWeightsError. A network's
+        weights (an nn.Module class: a UNet, a VAE, a text encoder) say they are loading, and how long it took;
+        a scheduler's or tokenizer's files load silently."""
+        weights = isinstance(cls, type) and issubclass(cls, torch.nn.Module)
+        loading = announce(f"loading {self.what} {subfolder}/ from {self.name}") if weights else contextlib.nullcontext()
         try:
-            return cls.from_pretrained(self.name, subfolder=subfolder, local_files_only=self.local_files_only, **kwargs)
+            with loading:
+                return cls.from_pretrained(self.name, subfolder=subfolder, local_files_only=self.local_files_only, **kwargs)
         except load_errors() as err:
             raise self.missing(f"{subfolder}/: {type(err).__name__}: {err}") from err

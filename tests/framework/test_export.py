@@ -1,4 +1,5 @@
-"""Tests for framework.export: OBJ/MTL/PNG and GLB round trips through trimesh."""
+"""Tests for framework.export: OBJ/MTL/PNG and GLB round trips through trimesh (texture colours read back
+through the sRGB decode, framework/colour_space.py), and the OBJ's up axis."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,8 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 import framework.export as export_mod
-from framework.export import WORLD_TO_GLTF, ExportDirectoryError, export_textured_mesh
+from framework.colour_space import decode_srgb8
+from framework.export import OBJ_AXES, WORLD_TO_GLTF, ExportDirectoryError, export_textured_mesh, read_obj_up_axis
 from framework.interfaces import Mesh
 
 TEX = 256
@@ -24,9 +26,9 @@ def albedo_fn(p: torch.Tensor) -> torch.Tensor:  # (N, 3) -> (N, 3)
 
 
 def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """image (H, W, 3) uint8 rows from the top; uv (N, 2) with OBJ's bottom-left origin."""
+    """image (H, W, 3) uint8 sRGB rows from the top; uv (N, 2) with OBJ's bottom-left origin -> linear (N, 3)."""
     h, w = image.shape[:2]
-    img = image.astype(np.float64) / 255.0
+    img = decode_srgb8(image)
     x = np.clip(uv[:, 0] * w - 0.5, 0, w - 1)
     y = np.clip((1.0 - uv[:, 1]) * h - 0.5, 0, h - 1)
     x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
@@ -89,6 +91,63 @@ def test_obj_file_keeps_input_vertices(exported):
     v = np.array([[float(x) for x in ln.split()[1:]] for ln in lines if ln.startswith("v ")])
     np.testing.assert_allclose(v, mesh.vertices.numpy(), atol=1e-6)
     assert sum(ln.startswith("f ") for ln in lines) == mesh.n_faces
+
+
+def test_texture_is_srgb_encoded_linear_albedo(tmp_path):
+    red = torch.tensor([0.8, 0.1, 0.1])
+    paths = export_textured_mesh(_small_mesh(), lambda p: red.expand(len(p), 3), tmp_path, texture_size=32)
+    png = np.asarray(Image.open(paths["texture"]).convert("RGB"))
+    assert (png == [231, 89, 89]).all()  # sRGB codes of linear 0.8 and 0.1, not round(255 * albedo) = 204, 26
+    glb = trimesh.load(paths["glb"], force="mesh")
+    assert (np.asarray(glb.visual.material.baseColorTexture.convert("RGB")) == png).all()  # the same sRGB texels
+
+
+def per_corner(tm: trimesh.Trimesh, to_world=lambda v: v) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each face corner's world position, UV and world normal, in the file's face order: (F, 3, 3|2|3)."""
+    return to_world(tm.vertices[tm.faces]), tm.visual.uv[tm.faces], to_world(tm.vertex_normals[tm.faces])
+
+
+def load_as_written(path) -> trimesh.Trimesh:
+    """The file's one mesh with its own normals (trimesh's force="mesh" recomputes them)."""
+    loaded = trimesh.load(path, process=False)
+    return next(iter(loaded.geometry.values())) if isinstance(loaded, trimesh.Scene) else loaded
+
+
+def test_obj_and_glb_round_trip_to_the_same_corners(exported):
+    """Both files, loaded back with trimesh, hold the same faces with the same positions, UVs and normals (in
+    world axes), those normals are the input surface's outward normals, and both textures are the PNG."""
+    mesh, paths = exported
+    obj, glb = load_as_written(paths["obj"]), load_as_written(paths["glb"])
+    p_obj, uv_obj, n_obj = per_corner(obj)
+    p_glb, uv_glb, n_glb = per_corner(glb, to_world=lambda v: v @ WORLD_TO_GLTF)
+    assert len(obj.faces) == len(glb.faces) == mesh.n_faces
+    np.testing.assert_allclose(p_glb, p_obj, atol=1e-5)  # the OBJ keeps 6 decimals, the GLB float32
+    np.testing.assert_allclose(uv_glb, uv_obj, atol=1e-5)
+    np.testing.assert_allclose(n_glb, n_obj, atol=1e-4)
+    assert uv_obj.min() >= 0.0 and uv_obj.max() <= 1.0
+    # the written normals, not ones trimesh recomputed: smooth (welded) vertex normals of the input sphere
+    expected = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), process=False).vertex_normals
+    nearest = cKDTree(mesh.vertices.numpy()).query(p_obj.reshape(-1, 3))[1]
+    np.testing.assert_allclose(n_obj.reshape(-1, 3), expected[nearest], atol=1e-4)
+    png = np.asarray(Image.open(paths["texture"]).convert("RGB"))
+    assert (np.asarray(obj.visual.material.image.convert("RGB")) == png).all()
+    assert (np.asarray(glb.visual.material.baseColorTexture.convert("RGB")) == png).all()
+
+
+def test_obj_up_axis_y_is_the_glb_rotation(tmp_path, exported):
+    mesh, paths_z = exported
+    paths = export_textured_mesh(mesh, albedo_fn, tmp_path, texture_size=TEX, glb=False, up_axis="+y")
+    assert read_obj_up_axis(paths["obj"]) == "+y" and read_obj_up_axis(paths_z["obj"]) == "+z"
+    lines = paths["obj"].read_text().splitlines()
+    v = np.array([[float(x) for x in ln.split()[1:]] for ln in lines if ln.startswith("v ")])
+    np.testing.assert_allclose(v, mesh.vertices.numpy() @ WORLD_TO_GLTF.T, atol=1e-6)  # (x, y, z) -> (x, z, -y)
+    tm = trimesh.load(paths["obj"], force="mesh")
+    assert tm.volume > 0  # a rotation: still outward
+    image = np.asarray(tm.visual.material.image.convert("RGB"))
+    err = centroid_error(tm, image, to_world=lambda p: p @ OBJ_AXES["+y"])
+    assert err < 0.03, f"+y OBJ texture vs albedo_fn mean abs error {err}"
+    with pytest.raises(ValueError, match="up_axis"):
+        export_textured_mesh(_small_mesh(), albedo_fn, tmp_path, texture_size=32, up_axis="-z")
 
 
 def test_texture_fills_background(exported):

@@ -176,3 +176,21 @@ def test_state_dict_loads_from_a_tcnn_checkpoint():
     dst.load_state_dict({"tcnn_encoding.params": src.table.detach().reshape(-1)})
     x = torch.rand(50, 3)
     assert torch.equal(dst(x), src(x))
+
+
+def test_the_kernels_first_compile_says_so(tmp_path, monkeypatch, capsys):
+    """A cold TORCH_EXTENSIONS_DIR: the compile is announced; a built kernel there: nothing (compiler faked)."""
+    import torch.utils.cpp_extension
+
+    from models.encodings import hash_grid
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", lambda name, **kwargs: f"module {name}")
+    monkeypatch.setattr(hash_grid, "_cpp_module", None)
+    assert hash_grid.kernel_build_directory("hash_grid_cpu_v11") == tmp_path / "hash_grid_cpu_v11"
+    assert hash_grid.load_cpp_kernel() == "module hash_grid_cpu_v11"
+    assert capsys.readouterr().err.startswith("compiling the C++ kernel hash_grid_cpu.cpp (first use only")
+    (tmp_path / "hash_grid_cpu_v11" / "hash_grid_cpu_v11.so").write_bytes(b"")
+    monkeypatch.setattr(hash_grid, "_cpp_module", None)
+    hash_grid.load_cpp_kernel()
+    assert capsys.readouterr().err == ""

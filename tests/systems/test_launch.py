@@ -16,16 +16,7 @@ def run_dir_files(run_dir: Path) -> set[str]:
     return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, toy_cache):
-    run_dir = tmp_path_factory.mktemp("runs") / "first"
-    result = launch(["--config-name", "dreamfusion-toy", *TINY_TOY_RUN, "trainer.step_times=true", f"hydra.run.dir={run_dir}"],
-                    toy_cache)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return run_dir, result
-
-
-def test_two_step_train_test_export(trained_run):
+def test_two_step_train_test_export(trained_run):  # the session's short run (tests/conftest.py)
     run_dir, result = trained_run
     files = run_dir_files(run_dir)
     for expected in [
@@ -41,18 +32,37 @@ def test_two_step_train_test_export(trained_run):
         "save/export/model.glb",
         "metrics.json",
         "csv_logs/metrics.csv",
+        "report.html",
     ]:
         assert expected in files, f"{expected} missing from {sorted(files)}"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("iou", "chamfer", "colour_error"):
         assert key in metrics and 0 <= metrics[key] < 10
     assert f"run directory: {run_dir}" in result.stdout
-    assert "iou" in result.stdout  # scores printed at the end
+    assert str(run_dir / "report.html") in result.stdout  # the closing block names its page (framework/report.py)
     # no library notices a user could not act on (framework/console.py)
     assert "Tip:" not in result.stdout + result.stderr and "LeafSpec" not in result.stdout + result.stderr
     ckpt = torch.load(run_dir / "ckpts/last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2
     assert not any(k.startswith("guidance.") for k in ckpt["state_dict"])  # frozen prior not saved
+
+
+def test_the_console_reads_as_a_log(trained_run):
+    """One line per refresh (no redrawn bar, no line twice) and a closing block whose paths exist."""
+    run_dir, result = trained_run
+    lines = result.stdout.splitlines()  # text=True: a redraw's carriage return reads as a line break here
+    assert not [line for line in lines if line.startswith("Epoch ") or "it/s]" in line], result.stdout[-3000:]  # no tqdm
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["1/2", "2/2"], result.stdout[-3000:]
+    assert "loss_sds" in steps[-1]
+    assert sum(line.startswith("validation at step 2") for line in lines) == 1
+    assert [line for line in lines if line.startswith("test ")][-1].startswith("test 6/6 views")
+    block = lines[lines.index("scores"):]
+    assert block[1].split()[0] == "IoU" and block[-1].split() == ["status", "done"], block
+    files = {line.split()[0]: Path(line.split()[-1]) for line in block if line.startswith("  ") and "/" in line}
+    assert {"video", "mesh", "run"} <= set(files), block
+    assert all(path.exists() for path in files.values()), files
+    assert files["run"] == run_dir and files["video"] == run_dir / "save/it2-test.mp4"
 
 
 def test_step_times_break_the_step_down(trained_run):

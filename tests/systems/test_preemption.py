@@ -66,6 +66,8 @@ def check_stopped(run_dir: Path, code: int, stderr: str, signal_name: str) -> di
     assert f"at step {status['step']}" in stderr
     assert status["resume"] in stderr and f"resume={run_dir / 'ckpts/last.ckpt'}" in status["resume"]
     assert "hydra.run.dir" not in status["resume"]
+    page = (run_dir / "report.html").read_text()  # what the stopped run left, with its status (framework/report.py)
+    assert f"Run stopped (exit code {EXIT_STOPPED}, at step {status['step']})" in page and f"report: {run_dir / 'report.html'}" in stderr
     return status
 
 
@@ -85,6 +87,7 @@ def test_sigterm_saves_and_the_resumed_run_repeats_the_uninterrupted_one(uninter
     assert (run_dir / "configs/overrides.yaml").read_text() == first_configs  # the first run's configs kept
     assert "resume=" in (run_dir / "configs/resume-1/overrides.yaml").read_text()
     assert (run_dir / f"save/it{STEPS}-test.mp4").is_file()
+    assert "Run stopped" not in (run_dir / "report.html").read_text()  # the finished run's report replaced it
 
     expected, resumed = loss_column(uninterrupted), loss_column(run_dir)
     assert sorted(resumed) == sorted(expected) == list(range(STEPS))  # one row per step, in one CSV

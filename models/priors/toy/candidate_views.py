@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework.cameras import orbit_c2w
+from framework.progress import progress
 
 from .exemplars import default_cache_dir
 from .render import RENDERER_VERSION, _autograd_normal, render_sdf
@@ -158,8 +159,10 @@ def render_candidates(
     if missing:
         c2w = orbit_c2w(*(torch.tensor([v]) for v in camera[:3]))
         fovy = torch.tensor([math.radians(camera[3])])
-        for key in missing:
-            traces[key] = trace_geometry(_geometry_scene(key), c2w, fovy, resolution, supersample)[0]
+        with progress("tracing the candidate scenes from the reference camera", len(missing), "geometries", delay=1.0) as bar:
+            for key in missing:
+                traces[key] = trace_geometry(_geometry_scene(key), c2w, fovy, resolution, supersample)[0]
+                bar.update()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")  # write then rename: parallel runs never read half a file
         torch.save(traces, tmp)

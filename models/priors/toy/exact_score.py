@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor
 
+from framework.progress import progress
 from framework.value_checks import (
     at_least,
     between,
@@ -166,8 +167,8 @@ class ToyExactScorePrior(DiffusionPrior):
 
     # --- exemplar banks ----------------------------------------------------------------------
 
-    def bank(self, prompt: str, n: int | None = None) -> ExemplarBank:
-        """The (lazily rendered, disk-cached) exemplar bank of one scene prompt."""
+    def bank(self, prompt: str, n: int | None = None, show_progress: bool = True) -> ExemplarBank:
+        """The (lazily rendered, disk-cached) exemplar bank of one scene prompt; a bar while it renders."""
         n = self.cfg.n_exemplars if n is None else int(n)
         key = (parse_prompt(prompt).prompt, n)
         if key not in self._banks:
@@ -178,6 +179,7 @@ class ToyExactScorePrior(DiffusionPrior):
                 distance_range=c.distance_range, fovy_range=c.fovy_range,
                 seed=c.seed, supersample=c.supersample, cache_dir=c.cache_dir,
                 sigma_dir_deg=c.sigma_dir_deg, sigma_scale=c.sigma_scale, camera_angle=c.camera_angle,
+                show_progress=show_progress,
             )  # fmt: skip
         return self._banks[key]
 
@@ -224,6 +226,21 @@ class ToyExactScorePrior(DiffusionPrior):
         idx = bank.nearest(*cams, k=k).to(device)  # (B, k)
         return flat[idx]
 
+    def uncond_banks(self) -> list[ExemplarBank]:
+        """The unconditional scenes' banks, under one bar while any of them renders (shown after a second,
+        so a warm cache prints nothing)."""
+        cfg = self.cfg
+        prompts = cfg.uncond_prompts
+        if all((parse_prompt(p).prompt, cfg.n_uncond_exemplars) in self._banks for p in prompts):
+            return [self.bank(p, cfg.n_uncond_exemplars) for p in prompts]
+        what = "rendering the exemplar banks of the unconditional scenes"
+        banks = []
+        with progress(what, len(prompts), "scenes", delay=1.0) as bar:
+            for p in prompts:
+                banks.append(self.bank(p, cfg.n_uncond_exemplars, show_progress=False))
+                bar.update()
+        return banks
+
     def _uncond_exemplars(self, batch: dict[str, Any], bsz: int, device: torch.device) -> Tensor:
         """Union over the unconditional scenes of each one's k camera-nearest exemplars.
 
@@ -232,7 +249,7 @@ class ToyExactScorePrior(DiffusionPrior):
         """
         cfg = self.cfg
         n = cfg.n_uncond_exemplars
-        banks = [self.bank(p, n) for p in cfg.uncond_prompts]
+        banks = self.uncond_banks()
         key = ("\n".join(cfg.uncond_prompts), n, str(device))
         if key not in self._flat:
             self._flat[key] = torch.cat([self.bank_flat(b, device) for b in banks])  # (S n, D)

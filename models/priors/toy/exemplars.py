@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from framework.cameras import orbit_c2w, spherical_to_cartesian
+from framework.progress import progress
 from framework.step_times import section
 
 from .render import RENDERER_VERSION, render_scene
@@ -102,6 +103,7 @@ class ExemplarBank:
         sigma_dir_deg: float = DEFAULT_SIGMA_DIR_DEG,
         sigma_scale: float = DEFAULT_SIGMA_SCALE,
         camera_angle: str = "rotation",
+        show_progress: bool = True,
     ) -> None:
         self.scene = parse_prompt(scene) if isinstance(scene, str) else scene
         self.n, self.height, self.width = int(n), int(height), int(width)
@@ -117,6 +119,7 @@ class ExemplarBank:
             raise ValueError(f"camera_angle must be 'rotation' or 'direction', got {camera_angle!r}")
         self.camera_angle = camera_angle
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.show_progress = show_progress  # a bar while rendering (a cold cache); False: the caller shows one
 
         g = torch.Generator().manual_seed(self.seed)
 
@@ -161,15 +164,16 @@ class ExemplarBank:
                     return data["images"].float()
             except Exception:  # a truncated or foreign file: render again and overwrite
                 pass
-        with section("exemplar bank"):
-            images = torch.cat(
-                [
-                    render_scene(
-                        self.scene, self.c2w[i : i + 256], self.fovy[i : i + 256], self.height, self.width, self.supersample
-                    )["rgb"]
-                    for i in range(0, self.n, 256)
-                ]
-            ).clamp(0.0, 1.0)
+        chunks = []
+        what = f"rendering the exemplar bank of {self.scene.prompt!r}"
+        with section("exemplar bank"), progress(what, self.n, "views", note=f"once: cached in {self.cache_dir}",
+                                                show=self.show_progress) as bar:
+            for i in range(0, self.n, 256):
+                chunks.append(render_scene(
+                    self.scene, self.c2w[i : i + 256], self.fovy[i : i + 256], self.height, self.width, self.supersample
+                )["rgb"])  # fmt: skip
+                bar.update(chunks[-1].shape[0])
+        images = torch.cat(chunks).clamp(0.0, 1.0)
         path.parent.mkdir(parents=True, exist_ok=True)
         # write then rename, so parallel runs (Hydra multirun) never read a half-written file
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -1,6 +1,7 @@
 """Scores an exported mesh against its toy scene (TOYWORLD.md, 'Scoring a run').
 
-Metrics (all in world coordinates, +z up, as the OBJ is written):
+Metrics (all in world coordinates, +z up; an OBJ exported with `export.up_axis=+y` is rotated back
+first, so both axes score the same file the same):
 
 - iou: volumetric IoU on the cell centres of a regular G^3 grid over [-0.6, 0.6]^3; truth is
   scene.sdf < 0, the mesh's inside is decided by ray parity (below).
@@ -11,7 +12,8 @@ Metrics (all in world coordinates, +z up, as the OBJ is written):
   1/sqrt(n)), so compare chamfer values only at equal n_surface_samples.
 - colour_error: on the mesh samples, the texture (bilinear, via the samples' interpolated UVs)
   versus the albedo of the nearest true primitive (scene.albedo), mean absolute difference
-  over samples and channels, texture values read as [0, 1] albedo with no colour-space change.
+  over samples and channels. The texture file is sRGB-encoded (framework/colour_space.py) and is
+  decoded to linear albedo before the comparison; `score_mesh` takes the decoded (linear) texture.
   NaN when the mesh has no UVs or texture.
 
 Inside test, hand-written because trimesh.contains needs embree to be fast: a parity
@@ -174,7 +176,7 @@ def score_mesh(
     faces: np.ndarray,  # (F, 3)
     scene: ToyScene | str,
     uvs: np.ndarray | None = None,  # (V, 2) per-vertex UVs (OBJ convention)
-    texture: np.ndarray | None = None,  # (H, W, 3) float in [0, 1]
+    texture: np.ndarray | None = None,  # (H, W, 3) float in [0, 1], LINEAR albedo
     grid_resolution: int = 128,
     n_surface_samples: int = 100_000,
     seed: int = 0,
@@ -229,7 +231,8 @@ class ToySceneEvaluatorConfig:
 
 
 class ToySceneEvaluator(Evaluator):
-    """Reads `export_dir/model.obj` (+ its UVs) and `texture_kd.png` and scores them against the scene."""
+    """Reads `export_dir/model.obj` (+ its UVs, rotated back to world axes) and `texture_kd.png` (sRGB, decoded to
+    linear albedo) and scores them against the scene: the scores are those of the files a user gets."""
 
     def __init__(self, cfg: ToySceneEvaluatorConfig, **runtime_objects: Any) -> None:
         self.cfg = cfg
@@ -242,6 +245,9 @@ class ToySceneEvaluator(Evaluator):
         import trimesh
         from PIL import Image
 
+        from framework.colour_space import decode_srgb8
+        from framework.export import OBJ_AXES, read_obj_up_axis
+
         export = Path(export_dir)
         obj = export / "model.obj"
         if not obj.exists():
@@ -251,9 +257,10 @@ class ToySceneEvaluator(Evaluator):
         texture = None
         png = export / "texture_kd.png"
         if uvs is not None and png.exists():
-            texture = np.asarray(Image.open(png).convert("RGB"), dtype=np.float64) / 255.0
+            texture = decode_srgb8(np.asarray(Image.open(png).convert("RGB")))
+        world = np.asarray(mesh.vertices) @ OBJ_AXES[read_obj_up_axis(obj)]  # file axes -> world, exact (0/±1 entries)
         return score_mesh(
-            np.asarray(mesh.vertices),
+            world,
             np.asarray(mesh.faces),
             self.scene,
             uvs=None if uvs is None else np.asarray(uvs),

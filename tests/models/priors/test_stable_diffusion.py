@@ -204,3 +204,10 @@ def test_attention_is_sdpa_unless_sliced(tiny_dir, prior):
     a, _ = prior.predict_noise(x_t, t, condition(1), {}, need_uncond=False)
     b, _ = sliced.predict_noise(x_t, t, condition(1), {}, need_uncond=False)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_loading_says_which_weights(tiny_dir, capsys):
+    StableDiffusionPrior(StableDiffusionPriorConfig(pretrained_model_name_or_path=str(tiny_dir)))
+    told = capsys.readouterr().err
+    assert f"loading Stable Diffusion unet/ from {tiny_dir}" in told and "vae/" in told
+    assert "scheduler/" not in told  # a scheduler's config loads silently

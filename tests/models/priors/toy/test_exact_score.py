@@ -192,3 +192,13 @@ def test_cache_reuse_and_bad_prompt(tmp_path):
         ToyPromptProcessor(ToyPromptProcessorConfig(prompt="a hamburger"))
     with pytest.raises(ToyPromptError):
         tiny_prior(tmp_path, uncond_prompts=["a red banana"])
+
+
+def test_a_cold_bank_says_it_is_rendering(tmp_path, capsys):
+    ExemplarBank("a red cube", 3, 8, 8, cache_dir=tmp_path)
+    told = capsys.readouterr().err.splitlines()  # stderr is captured, not a terminal: plain lines
+    assert told[0].startswith("rendering the exemplar bank of 'a red cube'") and told[0].endswith(f"(3 views; once: cached in {tmp_path}) ...")
+    assert "3/3 views" in told[-1] and len(told) == 2, told
+    ExemplarBank("a red cube", 3, 8, 8, cache_dir=tmp_path)  # warm: loaded, nothing to say
+    ExemplarBank("a red cube", 3, 8, 8, cache_dir=tmp_path, seed=2, show_progress=False)  # its caller shows the bar
+    assert capsys.readouterr().err == ""

@@ -4,6 +4,7 @@ import pytest
 import trimesh
 from PIL import Image
 
+from framework.colour_space import encode_srgb8
 from models.priors.toy.scoring import ToySceneEvaluator, ToySceneEvaluatorConfig, grid_centres, inside_mesh, score_mesh
 
 RED, BLUE = (0.80, 0.10, 0.10), (0.10, 0.25, 0.80)
@@ -59,14 +60,15 @@ def test_open_mesh_is_repaired_by_voting():
     assert score_mesh(np.zeros((0, 3)), np.zeros((0, 3), dtype=int), "a red sphere", grid_resolution=16)["iou"] == 0.0
 
 
-def write_export(path, vertices, faces, uvs, texture):
+def write_export(path, vertices, faces, uvs, texture, encode=encode_srgb8):
+    """An export folder as framework/export.py writes it; texture (H, W, 3) linear albedo, stored sRGB-encoded."""
     lines = ["mtllib model.mtl", "usemtl material0"]
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
     lines += [f"vt {u:.6f} {v:.6f}" for u, v in uvs]
     lines += [f"f {a + 1}/{a + 1} {b + 1}/{b + 1} {c + 1}/{c + 1}" for a, b, c in faces]
     (path / "model.obj").write_text("\n".join(lines) + "\n")
     (path / "model.mtl").write_text("newmtl material0\nKd 1 1 1\nmap_Kd texture_kd.png\n")
-    Image.fromarray((texture * 255).round().astype(np.uint8)).save(path / "texture_kd.png")
+    Image.fromarray(encode(texture)).save(path / "texture_kd.png")
 
 
 def test_evaluator_reads_the_export_with_obj_uv_convention(tmp_path):
@@ -88,6 +90,45 @@ def test_evaluator_reads_the_export_with_obj_uv_convention(tmp_path):
     assert s["colour_error"] < 0.01  # a flipped v would give ~0.4
     with pytest.raises(FileNotFoundError):
         ev.evaluate(str(tmp_path / "nothing"))
+    # the texture is read as sRGB: the same albedo stored without the encoding is wrong by ~0.2
+    write_export(tmp_path, vertices, faces, uvs, texture, encode=lambda t: (t * 255).round().astype(np.uint8))
+    assert ev.evaluate(str(tmp_path))["colour_error"] > 0.1
+
+
+def cone_mesh(n: int = 64):
+    import mcubes
+    import torch
+
+    from framework.interfaces import Mesh
+    from models.priors.toy.scenes import parse_prompt
+
+    c = np.linspace(-0.6, 0.6, n)
+    grid = torch.from_numpy(np.stack(np.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)).float()
+    sdf = parse_prompt("a red cone").sdf(grid).numpy().reshape(n, n, n)
+    vertices, faces = mcubes.marching_cubes(-sdf, 0.0)
+    vertices = vertices * (1.2 / (n - 1)) - 0.6
+    return Mesh(torch.from_numpy(vertices).float(), torch.from_numpy(faces.astype(np.int64)))
+
+
+def test_both_obj_up_axes_score_the_same(tmp_path):
+    """The evaluator scores the exported file itself, in world axes, whichever up axis the OBJ was written with."""
+    import torch
+
+    from framework.export import export_textured_mesh
+
+    mesh, red = cone_mesh(), torch.tensor([0.8, 0.1, 0.1])
+    ev = ToySceneEvaluator(ToySceneEvaluatorConfig(scene="a red cone", grid_resolution=48, n_surface_samples=5_000))
+    scores = {}
+    for axis in ("+z", "+y"):
+        export_textured_mesh(mesh, lambda p: red.expand(len(p), 3), tmp_path / axis, texture_size=64, glb=False,
+                             up_axis=axis)
+        scores[axis] = ev.evaluate(str(tmp_path / axis))
+    assert scores["+z"]["iou"] > 0.9 and scores["+z"]["chamfer"] < 0.02 and scores["+z"]["colour_error"] < 0.01
+    assert scores["+y"] == pytest.approx(scores["+z"], rel=1e-9, abs=1e-9)
+    # the +y file read as if it were in world axes lies on its side: the rotation back is what makes it score
+    obj = tmp_path / "+y" / "model.obj"
+    obj.write_text("# an OBJ naming no up axis\n" + obj.read_text().split("\n", 1)[1])
+    assert ev.evaluate(str(tmp_path / "+y"))["iou"] < 0.6
 
 
 def test_marching_cubes_mesh_of_a_composite():

@@ -164,6 +164,7 @@ class _HashGridInterp(torch.autograd.Function):
 
 
 CPP_SOURCE = Path(__file__).with_name("hash_grid_cpu.cpp")
+CPP_KERNEL_NAME = "hash_grid_cpu_v14"  # bump with every change of the source, so that no stale cached build is loaded
 
 _cpp_module = None
 
@@ -191,7 +192,7 @@ def load_cpp_kernel():
     """The CPU kernel (models/encodings/hash_grid_cpu.cpp), compiled on first use."""
     global _cpp_module
     if _cpp_module is None:
-        _cpp_module = build_cpu_extension("hash_grid_cpu_v14", CPP_SOURCE)
+        _cpp_module = build_cpu_extension(CPP_KERNEL_NAME, CPP_SOURCE)
     return _cpp_module
 
 

@@ -187,10 +187,10 @@ def test_the_kernels_first_compile_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(torch.utils.cpp_extension, "load", lambda name, **kwargs: f"module {name}")
     monkeypatch.setattr(hash_grid, "_cpp_module", None)
-    assert hash_grid.kernel_build_directory("hash_grid_cpu_v11") == tmp_path / "hash_grid_cpu_v11"
-    assert hash_grid.load_cpp_kernel() == "module hash_grid_cpu_v11"
+    assert hash_grid.kernel_build_directory(hash_grid.CPP_KERNEL_NAME) == tmp_path / hash_grid.CPP_KERNEL_NAME
+    assert hash_grid.load_cpp_kernel() == f"module {hash_grid.CPP_KERNEL_NAME}"
     assert capsys.readouterr().err.startswith("compiling the C++ kernel hash_grid_cpu.cpp (first use only")
-    (tmp_path / "hash_grid_cpu_v11" / "hash_grid_cpu_v11.so").write_bytes(b"")
+    (tmp_path / hash_grid.CPP_KERNEL_NAME / f"{hash_grid.CPP_KERNEL_NAME}.so").write_bytes(b"")
     monkeypatch.setattr(hash_grid, "_cpp_module", None)
     hash_grid.load_cpp_kernel()
     assert capsys.readouterr().err == ""

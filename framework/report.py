@@ -35,7 +35,7 @@ from urllib.parse import quote
 import yaml
 
 from framework.report_plot import CURVE_CSS, curve_svg, loss_names, read_series
-from framework.run_directory import read_json, read_status
+from framework.run_directory import folder_argument, read_json, read_status
 
 REPORT_FILE = "report.html"
 ASSETS_DIR = "report_assets"
@@ -344,12 +344,8 @@ def page(title: str, head: str, body: str, scripts: str = "", css: str = "") -> 
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python -m framework.report <run directory>", file=sys.stderr)
-        return 2
-    run_dir = Path(argv[0])
-    if not run_dir.is_dir():
-        print(f"error: {run_dir} is not a folder", file=sys.stderr)
+    run_dir = folder_argument(argv, "python -m framework.report <run directory>")
+    if run_dir is None:
         return 2
     path = write_report(run_dir, read_status(run_dir))
     if path is None:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 STATUS_FILE = "status.json"
 HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}
@@ -135,3 +136,16 @@ def discard_if_unused(run_dir: Path) -> bool:
         shutil.rmtree(run_dir, ignore_errors=True)
         return True
     return False
+
+
+def folder_argument(argv: list[str], usage: str) -> Optional[Path]:
+    """The one existing folder a `python -m framework.<tool> <folder>` command takes, or None once the usage or the
+    error is printed (the command then exits 2)."""
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print(f"usage: {usage}", file=sys.stderr)
+        return None
+    folder = Path(argv[0])
+    if not folder.is_dir():
+        print(f"error: {folder} is not a folder", file=sys.stderr)
+        return None
+    return folder

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from framework import sweep_page
-from framework.run_directory import STATUS_FILE, read_json, read_status
+from framework.run_directory import STATUS_FILE, folder_argument, read_json, read_status
 
 CSV_FILE = "summary.csv"
 MARKDOWN_FILE = "summary.md"
@@ -176,12 +176,8 @@ def describe_failures(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python -m framework.sweep_summary <folder of runs>", file=sys.stderr)
-        return 2
-    folder = Path(argv[0])
-    if not folder.is_dir():
-        print(f"error: {folder} is not a folder", file=sys.stderr)
+    folder = folder_argument(argv, "python -m framework.sweep_summary <folder of runs>")
+    if folder is None:
         return 2
     rows = collect(folder)
     if not rows:

@@ -12,6 +12,8 @@
 - Quadric decimation to at most `max_faces` (fast-simplification, a maintained wrapper of
   Fast-Quadric-Mesh-Simplification), so the xatlas UV unwrap of framework/export.py (used up to 60k
   faces) always runs and the texture is an atlas of charts a person can paint, not one chart per triangle.
+  The decimator does not check the link condition, so the few edges a collapse glues are cut out and
+  closed again (framework/mesh_repair.py).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 
 from framework.interfaces import Mesh
 from framework.isosurface import remove_small_components
+from framework.mesh_repair import close_non_manifold_edges
 
 
 def clean_mesh(mesh: Mesh, min_component_fraction: float = 0.05, max_faces: Optional[int] = 30_000,
@@ -45,13 +48,14 @@ def clean_mesh(mesh: Mesh, min_component_fraction: float = 0.05, max_faces: Opti
                                                        target_count=int(max_faces))
         tm = trimesh.Trimesh(vertices, faces, process=False)
         # collapses can leave two vertices a hair apart: weld at the OBJ's 6 decimals, so a tool that welds
-        # the file finds the same closed surface, then drop the faces that became degenerate or doubled
+        # the file finds the same closed surface, then drop the faces that became degenerate
         tm.merge_vertices(digits_vertex=6)
-        tm.update_faces(tm.nondegenerate_faces() & tm.unique_faces())
+        tm.update_faces(tm.nondegenerate_faces())
         tm.remove_unreferenced_vertices()
-        vertices, faces = np.asarray(tm.vertices), np.asarray(tm.faces)
+        # and now and then a collapse glues two parts of the surface along an edge: cut it out and close it
+        vertices, faces = close_non_manifold_edges(np.asarray(tm.vertices), np.asarray(tm.faces))
         if min_component_fraction > 0:
-            # a collapse now and then leaves a two-faced sliver hanging on a non-manifold edge: drop it again
+            # a cut can leave a small piece on its own: drop it again
             pieces = remove_small_components(Mesh(torch.from_numpy(vertices), torch.from_numpy(faces)), min_component_fraction)
             vertices, faces = pieces.vertices.numpy(), pieces.faces.numpy()
     return Mesh(vertices=torch.from_numpy(vertices.astype(np.float32)), faces=torch.from_numpy(faces.astype(np.int64)))

@@ -43,6 +43,7 @@ from torch import Tensor
 from framework.colour_space import encode_srgb8
 from framework.glb import WORLD_TO_GLTF, write_glb
 from framework.interfaces import Mesh
+from framework.step_times import section
 
 __all__ = ["export_textured_mesh", "unwrap_uv", "unwrap_xatlas", "unwrap_triangles",
            "bake_texture", "ExportDirectoryError", "WORLD_TO_GLTF", "OBJ_AXES", "read_obj_up_axis"]
@@ -364,10 +365,12 @@ def export_textured_mesh(
     if faces.size == 0:
         raise ValueError("cannot export an empty mesh (0 faces)")
 
-    vmapping, uv_faces, uv = unwrap_uv(vertices, faces, texture_size, unwrap, xatlas_timeout_s,
-                                       xatlas_max_faces)
-    image, _ = bake_texture(uv, uv_faces, vertices[vmapping], albedo_fn, texture_size,
-                            device=device)
+    with section("uv atlas"):
+        vmapping, uv_faces, uv = unwrap_uv(vertices, faces, texture_size, unwrap, xatlas_timeout_s,
+                                           xatlas_max_faces)
+    with section("texture bake"):
+        image, _ = bake_texture(uv, uv_faces, vertices[vmapping], albedo_fn, texture_size,
+                                device=device)
 
     import trimesh
     from PIL import Image
@@ -379,11 +382,12 @@ def export_textured_mesh(
         "mtl": out_dir / f"{name}.mtl",
         "texture": out_dir / texture_name,
     }
-    Image.fromarray(image).save(paths["texture"])
-    _write_mtl(paths["mtl"], texture_name)
-    _write_obj(paths["obj"], paths["mtl"].name, vertices, normals, uv, vmapping[uv_faces],
-               uv_faces, up_axis)
-    if glb:
-        paths["glb"] = out_dir / f"{name}.glb"
-        write_glb(paths["glb"], vertices[vmapping], uv_faces, uv, image, normals[vmapping])
+    with section("files"):
+        Image.fromarray(image).save(paths["texture"])
+        _write_mtl(paths["mtl"], texture_name)
+        _write_obj(paths["obj"], paths["mtl"].name, vertices, normals, uv, vmapping[uv_faces],
+                   uv_faces, up_axis)
+        if glb:
+            paths["glb"] = out_dir / f"{name}.glb"
+            write_glb(paths["glb"], vertices[vmapping], uv_faces, uv, image, normals[vmapping])
     return paths

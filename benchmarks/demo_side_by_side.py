@@ -1,7 +1,7 @@
 """The README demo, two commits side by side: wall time after set-up, IoU and Chamfer per prompt.
 
     .venv/bin/python benchmarks/demo_side_by_side.py --old 957fc30 --new HEAD \
-        [--prompts "a red cube" "a red torus" "a red cone"] [--kernel cold|built] [--workdir DIR]
+        [--prompts "a red cube" "a red torus" "a red cone"] [--kernel cold|built|setup] [--workdir DIR]
 
 Each commit is cloned fresh from this repository and set up with its own `make setup` (its own
 virtual environment; the set-up's time is printed, not counted). Then, for each prompt, the old and
@@ -10,6 +10,9 @@ Every demo starts with an empty toy cache (the exemplar bank is rendered in the 
 fresh machine). The hash grid's C++ kernel:
   --kernel cold   every demo compiles it in the timed run (an empty TORCH_EXTENSIONS_DIR each time);
   --kernel built  it is built once per commit before timing (what `make setup` does from this commit on).
+  --kernel setup  every demo starts from what that commit's own `make setup` left (a copy of its extension
+                  folder): a commit whose set-up builds the kernel does not compile in the timed run, one
+                  whose set-up does not compiles it there, as each would on a fresh machine.
 Prints one line per demo and a table of ratios; asserts nothing.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,6 +55,8 @@ def set_up(checkout: Path, kernel: str, extensions: Path) -> None:
 def demo(checkout: Path, prompt: str, kernel: str, extensions: Path) -> dict[str, float]:
     cache = Path(tempfile.mkdtemp(prefix="demo-cache-"))
     ext = cache / "torch_extensions" if kernel == "cold" else extensions
+    if kernel == "setup":  # a fresh copy of what the set-up left, so one demo's compile does not serve the next
+        shutil.copytree(extensions, ext) if extensions.exists() else ext.mkdir()
     env = dict(os.environ, TOY3D_CACHE=str(cache / "toy3d"), TORCH_EXTENSIONS_DIR=str(ext))
     start = time.perf_counter()
     proc = subprocess.run(["make", "demo", f"PROMPT={prompt}"], cwd=checkout, env=env, capture_output=True, text=True)
@@ -68,7 +74,7 @@ def main() -> None:
     parser.add_argument("--old", default="957fc30")
     parser.add_argument("--new", default="HEAD")
     parser.add_argument("--prompts", nargs="+", default=["a red cube", "a red torus", "a red cone"])
-    parser.add_argument("--kernel", choices=("cold", "built"), default="cold")
+    parser.add_argument("--kernel", choices=("cold", "built", "setup"), default="cold")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "demo-side-by-side")
     args = parser.parse_args()
 

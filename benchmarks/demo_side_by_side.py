@@ -54,7 +54,7 @@ def set_up(checkout: Path, kernel: str, extensions: Path) -> None:
 
 def demo(checkout: Path, prompt: str, kernel: str, extensions: Path) -> dict[str, float]:
     cache = Path(tempfile.mkdtemp(prefix="demo-cache-"))
-    ext = cache / "torch_extensions" if kernel == "cold" else extensions
+    ext = extensions if kernel == "built" else cache / "torch_extensions"
     if kernel == "setup":  # a fresh copy of what the set-up left, so one demo's compile does not serve the next
         shutil.copytree(extensions, ext) if extensions.exists() else ext.mkdir()
     env = dict(os.environ, TOY3D_CACHE=str(cache / "toy3d"), TORCH_EXTENSIONS_DIR=str(ext))

@@ -24,12 +24,11 @@ import numpy as np
 __all__ = ["bad_edge_vertices", "close_non_manifold_edges"]
 
 
-def _undirected_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every face's three directed edges (3F, 2), their undirected key (3F, 2) and how many faces share it (3F,)."""
+def _directed_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every face's three directed edges (3F, 2) and how many faces share each one's undirected edge (3F,)."""
     directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    key = np.sort(directed, axis=1)
-    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    return directed, key, counts[inverse.reshape(-1)]
+    _, inverse, counts = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True, return_counts=True)
+    return directed, counts[inverse.reshape(-1)]
 
 
 def _without_pillows(faces: np.ndarray) -> np.ndarray:
@@ -40,7 +39,7 @@ def _without_pillows(faces: np.ndarray) -> np.ndarray:
 
 def bad_edge_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     """(V,) bool: corners of an edge with other than two faces (an open edge or a non-manifold one)."""
-    directed, _, shared_by = _undirected_edges(faces)
+    directed, shared_by = _directed_edges(faces)
     bad = np.zeros(n_vertices, dtype=bool)
     bad[directed[shared_by != 2].reshape(-1)] = True
     return bad
@@ -48,7 +47,7 @@ def bad_edge_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
 
 def _pinched_corners(faces: np.ndarray) -> np.ndarray:
     """Corners that start more than one open edge: two holes (or two parts of one) touch there."""
-    directed, _, shared_by = _undirected_edges(faces)
+    directed, shared_by = _directed_edges(faces)
     starts, counts = np.unique(directed[shared_by == 1][:, 0], return_counts=True)
     return starts[counts > 1]
 
@@ -56,11 +55,11 @@ def _pinched_corners(faces: np.ndarray) -> np.ndarray:
 def _boundary_loops(faces: np.ndarray) -> list[list[int]] | None:
     """The open edges chained into loops, each edge in its face's direction; None when a corner starts
     two open edges (the loops touch there and a fan would glue them: cut more first)."""
-    directed, _, shared_by = _undirected_edges(faces)
+    directed, shared_by = _directed_edges(faces)
     open_edges = directed[shared_by == 1]
-    if len(_pinched_corners(faces)):
-        return None
     following = dict(zip(open_edges[:, 0].tolist(), open_edges[:, 1].tolist()))
+    if len(following) < len(open_edges):  # a corner starts two of them (what _pinched_corners finds)
+        return None
     loops, seen = [], set()
     for start in following:
         if start in seen:
@@ -80,7 +79,7 @@ def _boundary_loops(faces: np.ndarray) -> list[list[int]] | None:
 
 def _drop_slivers(faces: np.ndarray, min_faces: int) -> np.ndarray:
     """Drop the edge-connected pieces with fewer than `min_faces` faces (what a cut leaves hanging)."""
-    import trimesh
+    import trimesh  # imported where used, as in framework/mesh_cleanup.py: not at start-up
 
     adjacency = trimesh.graph.face_adjacency(faces)
     labels = trimesh.graph.connected_component_labels(adjacency, node_count=len(faces))
@@ -102,21 +101,22 @@ def close_non_manifold_edges(
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = _without_pillows(np.asarray(faces, dtype=np.int64))
     n_faces = len(faces)
+
+    def too_large(cut: np.ndarray) -> bool:
+        return bool(cut.sum() > max_cut_fraction * n_faces or cut.all())
+
     for ring in range(1, max_rounds + 1):
         region = bad_edge_vertices(faces, len(vertices))
         if not region.any():
             break
         for _ in range(ring - 1):  # grow the cut by a ring of faces per round it stayed open
             region[faces[region[faces].any(axis=1)].reshape(-1)] = True
-        while True:  # widen the cut at corners where two holes touch, so each hole has a simple rim
-            cut = region[faces].any(axis=1)
-            if cut.sum() > max_cut_fraction * n_faces or cut.all():
-                break
-            pinched = _pinched_corners(faces[~cut])
-            if len(pinched) == 0:
-                break
+        cut = region[faces].any(axis=1)
+        # widen the cut at corners where two holes touch, so each hole has a simple rim
+        while not too_large(cut) and len(pinched := _pinched_corners(faces[~cut])):
             region[pinched] = True
-        if cut.sum() > max_cut_fraction * n_faces or cut.all():
+            cut = region[faces].any(axis=1)
+        if too_large(cut):
             break
         faces = _drop_slivers(faces[~cut], sliver_faces)
         loops = _boundary_loops(faces)
@@ -131,7 +131,8 @@ def close_non_manifold_edges(
         if fans:
             vertices = np.concatenate([vertices, np.asarray(centroids)])
             faces = np.concatenate([faces, np.asarray(fans, dtype=np.int64)])
-    used = np.unique(faces)
-    remap = np.full(len(vertices), -1, dtype=np.int64)
-    remap[used] = np.arange(len(used))
-    return vertices[used], remap[faces]
+    import trimesh
+
+    closed = trimesh.Trimesh(vertices, faces, process=False)
+    closed.remove_unreferenced_vertices()  # the corners the cuts took
+    return np.asarray(closed.vertices), np.asarray(closed.faces)

@@ -51,8 +51,8 @@ def clean_mesh(mesh: Mesh, min_component_fraction: float = 0.05, max_faces: Opti
         # the file finds the same closed surface, then drop the faces that became degenerate
         tm.merge_vertices(digits_vertex=6)
         tm.update_faces(tm.nondegenerate_faces())
-        tm.remove_unreferenced_vertices()
         # and now and then a collapse glues two parts of the surface along an edge: cut it out and close it
+        # (close_non_manifold_edges also drops the corners no face uses any more)
         vertices, faces = close_non_manifold_edges(np.asarray(tm.vertices), np.asarray(tm.faces))
         if min_component_fraction > 0:
             # a cut can leave a small piece on its own: drop it again

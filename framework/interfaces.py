@@ -58,6 +58,12 @@ class Geometry(Component):
         """points (N, 3) -> density (N, 1), without features or normals (cheap path)."""
         raise NotImplementedError
 
+    def density_and_encoding(self, points: Tensor) -> tuple[Tensor, Tensor | None]:
+        """forward_density without gradients, plus an (N, E) input encoding that `forward(points,
+        encoding=...)` reuses instead of recomputing, or None (the default: nothing to reuse, and
+        forward is then never given one)."""
+        return self.forward_density(points), None
+
     def isosurface(self) -> Mesh:
         """The surface of the field as a mesh (for export and scoring)."""
         raise NotImplementedError

@@ -66,6 +66,12 @@ class NonFiniteGuard(pl.Callback):
 
     @staticmethod
     def _bad_gradient(optimizer: Any) -> str:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        # One float64 sum over every gradient, one host sync: it is finite exactly when every element
+        # is (a NaN or an Inf reaches the sum; float64 cannot overflow on float32 values). A tensor-by-
+        # tensor isfinite().all() costs ~7x as much per step; it runs only to name the culprit.
+        if not grads or math.isfinite(float(torch.stack([g.sum(dtype=torch.float64) for g in grads]).sum())):
+            return ""
         for group in optimizer.param_groups:
             for parameter in group["params"]:
                 if parameter.grad is not None and not bool(torch.isfinite(parameter.grad).all()):

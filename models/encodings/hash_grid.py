@@ -211,15 +211,17 @@ class _HashGridCpp(torch.autograd.Function):
     """The torch backend's interpolation as fused C++ loops (CPU, float32); d/dtable only."""
 
     @staticmethod
-    def forward(ctx, table: Tensor, x: Tensor, levels: tuple) -> Tensor:  # -> (N, L * F)
+    def forward(ctx, table: Tensor, x: Tensor, levels: tuple, precomputed: Tensor | None = None) -> Tensor:  # -> (N, L * F)
         ctx.save_for_backward(x)
         ctx.levels, ctx.n_rows = levels, table.shape[0]
+        if precomputed is not None:  # this interpolation, done earlier without gradients (see HashGridEncoding)
+            return precomputed.clone()
         return load_cpp_kernel().interp(x, table, None, *levels)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         (x,) = ctx.saved_tensors
-        return load_cpp_kernel().scatter(x, grad_out.contiguous(), ctx.n_rows, None, *ctx.levels), None, None
+        return load_cpp_kernel().scatter(x, grad_out.contiguous(), ctx.n_rows, None, *ctx.levels), None, None, None
 
 
 class _InputPath(torch.autograd.Function):
@@ -320,13 +322,23 @@ class HashGridEncoding(nn.Module):
             state_dict[ours] = value.reshape(-1) if self.backend == "tcnn" else value.reshape(-1, self.cfg.n_features_per_level)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    @property
+    def reusable_output(self) -> bool:
+        """Whether `forward(x, precomputed=...)` can take this encoding's own output for x, computed
+        earlier without gradients, instead of interpolating again (the cpp backend, whose backward
+        needs only x; the torch backend's needs its corner indices and weights, tcnn's its own state)."""
+        return self.backend == "cpp"
+
     def set_active_levels(self, n: int) -> None:
         """Progressive training: levels >= n output zeros (and so get no gradient)."""
         self.n_active_levels = max(1, min(int(n), self.cfg.n_levels))
 
-    def forward(self, x: Tensor, normals_only: bool = False) -> Tensor:  # (N, 3) -> (N, L * F)
+    def forward(self, x: Tensor, normals_only: bool = False, precomputed: Tensor | None = None) -> Tensor:  # (N, 3) -> (N, L * F)
         """normals_only: x's gradient is wanted only inside a create_graph autograd.grad (analytic
-        normals); the cpp backend then skips it in later plain backward passes."""
+        normals); the cpp backend then skips it in later plain backward passes.
+        precomputed: (N, L * F) this encoding's output for the same x and table, computed earlier
+        without gradients (the renderer's early-stop pass); used as the forward value where
+        `reusable_output`, ignored elsewhere. Gradients are the same either way."""
         n_feat, n_act = self.cfg.n_features_per_level, self.n_active_levels
         if self.backend == "tcnn":
             out = self.tcnn_encoding(x).float()
@@ -337,7 +349,8 @@ class HashGridEncoding(nn.Module):
         x_grad = x.requires_grad and torch.is_grad_enabled()
         if self.backend == "cpp" and x.device.type == "cpu" and x.dtype == torch.float32:
             levels = (self._scale[:n_act],) + tuple(getattr(self, f"_{k}")[:n_act] for k in ("resolution", "params", "offset", "dense"))
-            out = _HashGridCpp.apply(self.table, x.detach().contiguous(), levels)
+            active = None if precomputed is None else precomputed[:, : n_act * n_feat]
+            out = _HashGridCpp.apply(self.table, x.detach().contiguous(), levels, active)
             if x_grad:
                 out = out + _InputPath.apply(x.contiguous(), self.table, levels, normals_only)
         else:

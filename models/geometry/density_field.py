@@ -125,11 +125,13 @@ class DensityField(Geometry):
         self.radius = float(cfg.radius)
 
     # ------------------------------------------------------------------ what a subclass stores
-    def density_and_features(self, points: Tensor, normals_only: bool = False) -> dict[str, Tensor]:
+    def density_and_features(self, points: Tensor, normals_only: bool = False, encoding: Tensor | None = None) -> dict[str, Tensor]:
         """points (N, 3) world -> density (N, 1) activated, features (N, F) raw (absent when F = 0).
 
         normals_only: the points' gradient is taken for analytic normals only, never by
-        loss.backward (the hash grid then skips the work only loss.backward would need)."""
+        loss.backward (the hash grid then skips the work only loss.backward would need).
+        encoding: what `density_and_encoding` returned for these points, to reuse (never passed
+        when it returned None)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ density
@@ -146,10 +148,12 @@ class DensityField(Geometry):
         return F.softplus(raw) if self.cfg.density_activation == "softplus" else _TruncExp.apply(raw)
 
     # ------------------------------------------------------------------ full forward
-    def forward(self, points: Tensor, output_normal: bool = False) -> dict[str, Tensor]:
+    def forward(self, points: Tensor, output_normal: bool = False, encoding: Tensor | None = None) -> dict[str, Tensor]:
         """points (N, 3) world -> density (N, 1), features (N, F) raw, normal (N, 3) unit outward
         (when asked and normal_type is not null).
 
+        encoding: `density_and_encoding(points)[1]`, computed earlier without gradients (the
+        renderer's early-stop pass): the same outputs and gradients, one interpolation fewer.
         With analytic normals the points are re-leafed (their own gradient is not propagated)."""
         analytic = output_normal and self.cfg.normal_type == "analytic"
         grad_enabled = torch.is_grad_enabled()
@@ -158,7 +162,8 @@ class DensityField(Geometry):
         with torch.set_grad_enabled(grad_enabled or analytic):
             if analytic:
                 points = points.detach().requires_grad_(True)
-            out = self.density_and_features(points, normals_only=analytic)
+            reuse = {} if encoding is None else {"encoding": encoding}
+            out = self.density_and_features(points, normals_only=analytic, **reuse)
             if analytic:
                 density = out["density"]
                 (grad,) = torch.autograd.grad(density, points, torch.ones_like(density), create_graph=create_graph)

@@ -76,16 +76,22 @@ class ImplicitVolume(DensityField):
     def normalize(self, points: Tensor) -> Tensor:  # world (N, 3) -> [0, 1]^3
         return (points + self.radius) / (2.0 * self.radius)
 
-    def _encode(self, points: Tensor, normals_only: bool = False) -> Tensor:
-        return self.encoding(self.normalize(points), normals_only=normals_only)
+    def _encode(self, points: Tensor, normals_only: bool = False, encoding: Tensor | None = None) -> Tensor:
+        return self.encoding(self.normalize(points), normals_only=normals_only, precomputed=encoding)
 
     def forward_density(self, points: Tensor, normals_only: bool = False) -> Tensor:  # (N, 3) -> (N, 1)
         raw = self.density_network(self._encode(points, normals_only)) + self.density_bias(points)
         return self.activate_density(raw)
 
-    def density_and_features(self, points: Tensor, normals_only: bool = False) -> dict[str, Tensor]:
+    def density_and_encoding(self, points: Tensor) -> tuple[Tensor, Tensor | None]:
+        """forward_density, and the hash-grid encoding of the points when a later forward can reuse it."""
+        enc = self._encode(points)
+        density = self.activate_density(self.density_network(enc) + self.density_bias(points))
+        return density, (enc if self.encoding.reusable_output else None)
+
+    def density_and_features(self, points: Tensor, normals_only: bool = False, encoding: Tensor | None = None) -> dict[str, Tensor]:
         """points (N, 3) -> density (N, 1), features (N, F) when n_feature_dims > 0: one encoding for both."""
-        enc = self._encode(points, normals_only=normals_only)
+        enc = self._encode(points, normals_only=normals_only, encoding=encoding)
         out = {"density": self.activate_density(self.density_network(enc) + self.density_bias(points))}
         if self.feature_network is not None:
             out["features"] = self.feature_network(enc)

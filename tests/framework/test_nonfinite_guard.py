@@ -83,3 +83,19 @@ def test_nan_at_every_step_stops_the_run_and_names_the_term():
     assert max(model.after_step) == 4  # stopped, not run to 50
     first = model.after_step[1]
     assert all(torch.equal(first, model.after_step[k]) for k in model.after_step)
+
+
+def test_the_gradient_check_finds_one_bad_element_and_no_false_alarm_on_huge_finite_values():
+    """The one-sum check: finite float32 extremes (whose float32 sum would overflow) pass; a single
+    NaN, +Inf or -Inf anywhere, or +Inf and -Inf in two tensors, is caught and named."""
+    big, small = nn.Parameter(torch.zeros(100_000)), nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.Adam([{"params": [small], "name": "small"}, {"params": [big], "name": "big"}])
+    big.grad, small.grad = torch.full((100_000,), 3.0e38), torch.full((3,), -3.0e38)
+    assert NonFiniteGuard._bad_gradient(optimizer) == ""
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        big.grad = torch.full((100_000,), 3.0e38)
+        big.grad[70_123] = bad
+        assert NonFiniteGuard._bad_gradient(optimizer) == "the gradient of big (shape (100000,)) is not finite"
+    big.grad, small.grad = torch.zeros(100_000), torch.tensor([0.0, float("inf"), 0.0])
+    big.grad[5] = float("-inf")
+    assert NonFiniteGuard._bad_gradient(optimizer) == "the gradient of small (shape (3,)) is not finite"

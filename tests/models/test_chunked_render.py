@@ -134,3 +134,55 @@ def test_every_method_sets_it_as_a_renderer_key():
     assert instantiate(cfg.renderer, **parts).cfg.grad_chunk_rays == 4096
     with pytest.raises(ValueError, match="grad_chunk_rays"):
         VolumeRenderer(VolumeRendererConfig(grad_chunk_rays=0), **parts)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_early_stop_pass_encoding_is_reused_with_the_same_outputs_and_gradients(training, monkeypatch):
+    """With early stop on, the shading pass takes the hash-grid encoding the early-stop pass computed
+    (the C++ kernel's interpolation runs once per sample, not twice) and renders, and trains, exactly
+    as when it interpolates again."""
+    from models.encodings import hash_grid
+
+    ren = make_renderer(backend="auto", early_stop_eps=1e-4, alpha_threshold=0.01, return_normal_perturb=training)
+    assert ren.geometry.encoding.reusable_output  # the C++ kernel: the only backend whose output is reused
+    ren.train(training)
+    interp_rows = []
+    kernel = hash_grid.load_cpp_kernel()
+    real_interp = kernel.interp
+
+    class Counting:  # the kernel module's attributes are read-only: wrap it
+        def __getattr__(self, name):
+            return getattr(kernel, name)
+
+        def interp(self, x, *args):
+            interp_rows.append(x.shape[0])
+            return real_interp(x, *args)
+
+    monkeypatch.setattr(hash_grid, "load_cpp_kernel", lambda: Counting())
+
+    def render(reuse: bool):
+        if not reuse:
+            monkeypatch.setattr(ren.geometry, "density_and_encoding", lambda p: (ren.geometry.forward_density(p), None))
+        interp_rows.clear()
+        ren.zero_grad(set_to_none=True)
+        rays_o, rays_d, light = camera_rays(12)
+        torch.manual_seed(3)
+        random.seed(3)
+        with torch.set_grad_enabled(training):
+            out = ren(rays_o, rays_d, light)
+            if training:
+                loss_of(out).backward()
+        grads = {n: p.grad.clone() for n, p in ren.named_parameters() if p.grad is not None}
+        return {k: v.detach() for k, v in out.items()}, grads, list(interp_rows)
+
+    out, grads, rows = render(reuse=True)
+    ref_out, ref_grads, ref_rows = render(reuse=False)
+    # without reuse every shaded sample is interpolated a second time (and only those)
+    assert sum(ref_rows) > sum(rows)
+    if training:
+        assert sum(ref_rows) - sum(rows) == out["weights"].shape[0]
+    assert out.keys() == ref_out.keys() and grads.keys() == ref_grads.keys()
+    for k, v in ref_out.items():
+        assert torch.equal(out[k], v), k
+    for n, g in ref_grads.items():
+        assert torch.equal(grads[n], g), n

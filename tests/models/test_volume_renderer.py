@@ -173,3 +173,39 @@ def test_forced_shading_reaches_the_material_on_every_path():
         assert torch.allclose(out["comp_rgb"], expected, atol=1e-5), chunk
         shaded = renderer(o, d, light, shading="diffuse")["comp_rgb"]
         assert not torch.allclose(shaded, out["comp_rgb"], atol=1e-3)
+
+
+def packed_candidates(ren: VolumeRenderer, rays_o: torch.Tensor, rays_d: torch.Tensor, u: torch.Tensor):
+    """The reference: every ray's candidates packed one after the other, then the grid test (the
+    renderer's sampling before it built them as a dense block)."""
+    from models.renderers.volume_renderer import ray_box
+
+    near, far = ray_box(rays_o, rays_d, ren.radius)
+    counts = torch.ceil((far - near) / ren.step_size - u).clamp(min=0).long()
+    ray_idx = torch.repeat_interleave(torch.arange(rays_o.shape[0]), counts)
+    i = torch.arange(ray_idx.shape[0]) - (torch.cumsum(counts, 0) - counts)[ray_idx]
+    t = near[ray_idx] + (i + u[ray_idx]) * ren.step_size
+    if ren.cfg.grid_prune:
+        keep = ren.grid.occupied(rays_o[ray_idx] + t[:, None] * rays_d[ray_idx])
+        ray_idx, t = ray_idx[keep], t[keep]
+    return ray_idx, t
+
+
+@pytest.mark.parametrize("grid_prune", [True, False])
+@pytest.mark.parametrize("max_candidates", [2**22, 1000])  # one block, and many (a block of 15 rays)
+def test_sampling_equals_the_packed_reference_exactly(grid_prune, max_candidates):
+    torch.manual_seed(1)
+    ren = make(grid_prune=grid_prune, num_samples_per_ray=64, randomized=True, max_candidates=max_candidates)
+    ren.train()
+    for step in range(0, 16 * 8, 16):
+        ren.update_step(step)
+    n = 700
+    rays_o = torch.randn(n, 3) * 0.3 + torch.tensor([-2.5, 0.0, 0.0])
+    rays_d = torch.nn.functional.normalize(torch.randn(n, 3) * 0.4 + torch.tensor([1.0, 0.0, 0.0]), dim=-1)
+    rays_d[:50] = -rays_d[:50]  # some rays miss the box: no candidates at all
+    state = torch.get_rng_state()
+    ray_idx, t = ren.sample(rays_o, rays_d)
+    torch.set_rng_state(state)
+    want_idx, want_t = packed_candidates(ren, rays_o, rays_d, torch.rand(n))
+    assert 0 < ray_idx.numel() and (grid_prune or ray_idx.numel() > 10 * n)
+    assert torch.equal(ray_idx, want_idx) and torch.equal(t, want_t)

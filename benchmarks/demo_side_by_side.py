@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/demo_side_by_side.py --old 957fc30 --new HEAD \
         [--prompts "a red cube" "a red torus" "a red cone"] [--kernel cold|built|setup] [--workdir DIR]
+        [--order old-first|new-first]
 
 Each commit is cloned fresh from this repository and set up with its own `make setup` (its own
 virtual environment; the set-up's time is printed, not counted). Then, for each prompt, the old and
@@ -13,7 +14,9 @@ fresh machine). The hash grid's C++ kernel:
   --kernel setup  every demo starts from what that commit's own `make setup` left (a copy of its extension
                   folder): a commit whose set-up builds the kernel does not compile in the timed run, one
                   whose set-up does not compiles it there, as each would on a fresh machine.
-Prints one line per demo and a table of ratios; asserts nothing.
+--order new-first runs each prompt's new demo before its old one (what follows a demo may start slower
+while the machine settles: run both orders to see it). Prints one line per demo and a table of ratios;
+asserts nothing.
 """
 from __future__ import annotations
 
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--prompts", nargs="+", default=["a red cube", "a red torus", "a red cone"])
     parser.add_argument("--kernel", choices=("cold", "built", "setup"), default="cold")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "demo-side-by-side")
+    parser.add_argument("--order", choices=("old-first", "new-first"), default="old-first")
     args = parser.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +90,8 @@ def main() -> None:
     rows = []
     for prompt in args.prompts:
         result = {}
-        for name, checkout in checkouts.items():
+        for name in (("old", "new") if args.order == "old-first" else ("new", "old")):
+            checkout = checkouts[name]
             result[name] = demo(checkout, prompt, args.kernel, extensions[name])
             r = result[name]
             print(f"demo {checkout.name} '{prompt}' kernel={args.kernel}: wall {r['wall']:.1f} s "

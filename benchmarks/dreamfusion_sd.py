@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from framework.config import instantiate  # noqa: E402
 from launch import slug  # noqa: E402,F401  (registers schemas and resolvers)
+from models.priors.tiny_pipelines import save_tiny_stable_diffusion  # noqa: E402
 from models.prompt_processors.embedding_cache import EmbeddingCache  # noqa: E402
 from models.prompt_processors.text import StableDiffusionPromptProcessor, text_model_key  # noqa: E402
 from models.prompt_processors.view_dependent import view_prompts  # noqa: E402
@@ -77,7 +79,7 @@ TEXT_TOKENS, TEXT_WIDTH = 77, 1024  # OpenCLIP ViT-H/14 text encoder output of S
 def build_folder(folder: Path) -> Path:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    if all((folder / part).is_dir() for part in ("unet", "vae", "scheduler")):
+    if all((folder / part).is_dir() for part in ("unet", "vae", "scheduler", "text_encoder", "tokenizer")):
         return folder
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -86,6 +88,13 @@ def build_folder(folder: Path) -> Path:
     if not (folder / "vae").is_dir():
         AutoencoderKL(**VAE).half().save_pretrained(folder / "vae")
     DDPMScheduler(**SCHEDULER).save_pretrained(folder / "scheduler")
+    # The prior checks the folder holds every part of the layout; the text side here is the tests' tiny
+    # stand-in, never loaded: the embeddings are prefilled in the cache (run() asserts no encoder load).
+    if not ((folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir()):
+        with tempfile.TemporaryDirectory() as tiny:
+            save_tiny_stable_diffusion(tiny)
+            for part in ("text_encoder", "tokenizer"):
+                shutil.copytree(Path(tiny) / part, folder / part, dirs_exist_ok=True)
     print(f"  built random SD-2.1-base UNet + VAE in {folder} ({time.perf_counter() - t0:.0f} s)")
     return folder
 

@@ -79,20 +79,21 @@ class ImplicitVolume(DensityField):
     def _encode(self, points: Tensor, normals_only: bool = False, encoding: Tensor | None = None) -> Tensor:
         return self.encoding(self.normalize(points), normals_only=normals_only, precomputed=encoding)
 
+    def _density(self, enc: Tensor, points: Tensor) -> Tensor:  # encoding (N, E), points (N, 3) -> (N, 1)
+        return self.activate_density(self.density_network(enc) + self.density_bias(points))
+
     def forward_density(self, points: Tensor, normals_only: bool = False) -> Tensor:  # (N, 3) -> (N, 1)
-        raw = self.density_network(self._encode(points, normals_only)) + self.density_bias(points)
-        return self.activate_density(raw)
+        return self._density(self._encode(points, normals_only), points)
 
     def density_and_encoding(self, points: Tensor) -> tuple[Tensor, Tensor | None]:
         """forward_density, and the hash-grid encoding of the points when a later forward can reuse it."""
         enc = self._encode(points)
-        density = self.activate_density(self.density_network(enc) + self.density_bias(points))
-        return density, (enc if self.encoding.reusable_output else None)
+        return self._density(enc, points), (enc if self.encoding.reusable_output else None)
 
     def density_and_features(self, points: Tensor, normals_only: bool = False, encoding: Tensor | None = None) -> dict[str, Tensor]:
         """points (N, 3) -> density (N, 1), features (N, F) when n_feature_dims > 0: one encoding for both."""
         enc = self._encode(points, normals_only=normals_only, encoding=encoding)
-        out = {"density": self.activate_density(self.density_network(enc) + self.density_bias(points))}
+        out = {"density": self._density(enc, points)}
         if self.feature_network is not None:
             out["features"] = self.feature_network(enc)
         return out

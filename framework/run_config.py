@@ -40,6 +40,10 @@ class TrainerConfig:
     <run>/step_times.json (framework/step_times.py)."""
     profiler: Optional[str] = None
     """Lightning's profiler: simple | advanced | pytorch, its report written to <run>/profiler*.txt."""
+    keep_freed_memory: bool = True
+    """Let the C library's malloc keep freed blocks for the next step instead of returning them to the
+    system (glibc only; a no-op elsewhere): fewer page faults and less system time (the toy demo: 9 s
+    instead of 20), the same numbers. The process keeps its peak memory (framework/allocator.py)."""
 
     def __post_init__(self) -> None:
         check_fields(

@@ -23,6 +23,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from framework.allocator import keep_freed_memory
 from framework.callbacks import ConfigSnapshot, progress_bar
 from framework.checkpoints import AtomicCheckpointIO, check_fits, check_method, read_checkpoint
 from framework.config import ConfigError, check_missing, instantiate
@@ -234,6 +235,8 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
 def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, float]:
     quiet_library_notices()
     check_run_config(cfg)
+    if cfg.trainer.keep_freed_memory:
+        keep_freed_memory()
     run_dir = Path(run_dir)
     check_writable(run_dir)
     rank = process_rank()

@@ -163,7 +163,9 @@ class DensityField(Geometry):
             if analytic:
                 points = points.detach().requires_grad_(True)
             reuse = {} if encoding is None else {"encoding": encoding}
-            out = self.density_and_features(points, normals_only=analytic, **reuse)
+            # normals_only lets the hash grid drop d(enc)/dx from a plain backward pass (create_graph=False),
+            # which is exactly the pass that gives eval-time normals: so only while training them
+            out = self.density_and_features(points, normals_only=create_graph, **reuse)
             if analytic:
                 density = out["density"]
                 (grad,) = torch.autograd.grad(density, points, torch.ones_like(density), create_graph=create_graph)

@@ -96,6 +96,21 @@ class DiffuseWithPointLight(Material):
         shading = shading or self.choose_shading()
         if shading == "albedo":
             return albedo
+        if shading not in ("textureless", "diffuse"):
+            raise ValueError(f"unknown shading {shading!r}; use albedo | textureless | diffuse")
+        if shading == "textureless":
+            albedo = torch.ones_like(albedo)  # the colour a white surface would have
+        return self.shade(albedo, positions, light_positions, shading_normal)
+
+    def shade(
+        self,
+        albedo: Tensor,  # (N, 3)
+        positions: Tensor,  # (N, 3)
+        light_positions: Tensor,  # (N, 3)
+        shading_normal: Tensor | None,  # (N, 3) unit (or zero: ambient only)
+    ) -> Tensor:  # (N, 3) albedo (clamped to [0, 1]) * (ambient + diffuse * max(0, n . l))
+        """The Lambertian colour of given albedos: what `forward` does after the albedo, and what a
+        renderer shading once per ray (VolumeRenderer's shade_at: surface) calls with composited values."""
         if shading_normal is None:
             raise ValueError("DiffuseWithPointLight needs shading_normal (requires_normal = True)")
         if self.training and self.cfg.soft_shading:
@@ -108,9 +123,4 @@ class DiffuseWithPointLight(Material):
             diffuse, ambient = self.diffuse, self.ambient
         light_dir = F.normalize(light_positions - positions, dim=-1)
         cos = (shading_normal * light_dir).sum(-1, keepdim=True).clamp(min=0.0)
-        light = ambient + cos * diffuse  # (N, 3): the colour a white surface would have
-        if shading == "textureless":
-            return light
-        if shading == "diffuse":
-            return albedo.clamp(0.0, 1.0) * light
-        raise ValueError(f"unknown shading {shading!r}; use albedo | textureless | diffuse")
+        return albedo.clamp(0.0, 1.0) * (ambient + cos * diffuse)

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from framework.errors import ConfigError
 from framework.interfaces import Background, Geometry, Material, Renderer
 from framework.step_times import section
 from framework.value_checks import at_least, check_fields, number_at_least, one_of, optional
@@ -76,6 +77,15 @@ class VolumeRendererConfig:
     alpha_threshold: float = 0.0
     """Also drop samples whose own opacity 1 - exp(-sigma delta) is at most this (nerfacc's `alpha_thre`,
     0.01 in threestudio; 0: only the transmittance test). Needs early_stop_eps set."""
+    shade_at: str = "samples"
+    """samples: the material shades every sample with its own normal, then the colours are composited
+    (NeRF, DreamFusion, threestudio). surface: deferred shading, once per ray: the albedo, normal,
+    position and light of the samples are composited, and the material (one with `shade`, e.g.
+    diffuse-with-point-light) lights the composited albedo with the normalised composited normal at
+    the expected surface point. Where light reaches some depth into a soft surface, per-sample shading
+    mixes in interior samples whose normals are noise, so a render is darker than its albedo's true
+    shading and the albedo is learnt too bright to compensate (docs/toy-world-results.md); at the
+    surface, those normals mostly cancel in the sum."""
     grad_chunk_rays: Optional[int] = None
     """Training renders: differentiate chunks of this many rays under activation checkpointing,
     so the autograd graph held at once is one chunk's instead of the whole image's (e.g. 4096 for
@@ -97,6 +107,7 @@ class VolumeRendererConfig:
             early_stop_eps=optional(number_at_least(0)),
             alpha_threshold=number_at_least(0),
             grad_chunk_rays=optional(at_least(1)),
+            shade_at=one_of("samples", "surface"),
         )
 
 
@@ -119,6 +130,9 @@ class VolumeRenderer(Renderer):
         self.geometry, self.material, self.background = geometry, material, background
         self.radius = float(geometry.radius)
         self.step_size = math.sqrt(3.0) * 2.0 * self.radius / cfg.num_samples_per_ray
+        if cfg.shade_at == "surface" and not (material.requires_normal and callable(getattr(material, "shade", None))):
+            raise ConfigError(f"renderer.shade_at=surface needs a material that shades given albedos with normals "
+                             f"(diffuse-with-point-light); {type(material).__name__} has no `shade`: use shade_at=samples")
         self.grid = OccupancyGrid(
             self.radius,
             cfg.grid_resolution,
@@ -234,11 +248,35 @@ class VolumeRenderer(Renderer):
             reuse = {} if encoding is None else {"encoding": encoding}
             geo = self.geometry(points, output_normal=need_normal, **reuse)
         normal = geo.get("normal")
+        if self.cfg.shade_at == "surface":
+            shading = shading or self.material.choose_shading()  # one choice per render, as per sample
+            with section("material"):
+                albedo = self.material.albedo(geo["features"])
+                rgb = torch.ones_like(albedo) if shading == "textureless" else albedo
+            with section("compositing"):
+                out = self._composite(n_rays, ray_idx, t, dirs, points, geo, rgb, normal, jitter)
+                if shading != "albedo":
+                    out["comp_rgb_fg"] = self._shade_surfaces(n_rays, ray_idx, geo, out, points, light, normal)
+                return out
         with section("material"):
             rgb = self.material(features=geo["features"], viewdirs=dirs, positions=points, light_positions=light,
                                 shading_normal=normal, shading=shading)
         with section("compositing"):
             return self._composite(n_rays, ray_idx, t, dirs, points, geo, rgb, normal, jitter)
+
+    def _shade_surfaces(self, n_rays: int, ray_idx: Tensor, geo: dict[str, Tensor], out: dict[str, Tensor], points: Tensor,
+                        light: Tensor, normal: Tensor) -> Tensor:
+        """shade_at: surface. Composited albedo (R, 3), premultiplied by opacity, lit once per ray at the
+        weighted mean of its samples' points and lights, with its samples' normalised weighted normal
+        (a ray with no samples: zero albedo, so zero colour). -> comp_rgb_fg (R, 3)"""
+        weights = self.composite_weights(geo["density"][:, 0] * self.step_size, ray_idx, n_rays)[:, None]
+
+        def acc(values: Tensor) -> Tensor:  # (S, C) -> (R, C)
+            return torch.zeros(n_rays, values.shape[1], dtype=values.dtype, device=values.device).index_add(0, ray_idx, weights * values)
+
+        opacity = out["opacity"].clamp_min(1e-6)
+        return self.material.shade(out["comp_rgb_fg"], positions=acc(points) / opacity,
+                                   light_positions=acc(light) / opacity, shading_normal=F.normalize(acc(normal), dim=-1))
 
     def _composite(
         self, n_rays: int, ray_idx: Tensor, t: Tensor, dirs: Tensor, points: Tensor, geo: dict[str, Tensor], rgb: Tensor,

@@ -209,3 +209,105 @@ def test_sampling_equals_the_packed_reference_exactly(grid_prune, max_candidates
     want_idx, want_t = packed_candidates(ren, rays_o, rays_d, torch.rand(n))
     assert 0 < ray_idx.numel() and (grid_prune or ray_idx.numel() > 10 * n)
     assert torch.equal(ray_idx, want_idx) and torch.equal(t, want_t)
+
+
+class SoftBallWithNoisyInside(Geometry):
+    """A ball whose density ramps up over `ramp` inside its surface, so light reaches into it; inside the
+    ramp the normals are random (a plateau's gradient is noise), on the ramp they point outward."""
+
+    def __init__(self, ramp: float = 0.15, peak: float = 12.0):
+        super().__init__()
+        self.radius, self.ramp, self.peak = 1.0, ramp, peak
+        self.feat = nn.Parameter(torch.tensor([0.4, -0.2, 0.1]))
+
+    def forward_density(self, points):
+        depth = BALL - points.norm(dim=-1, keepdim=True)
+        return self.peak * (depth / self.ramp).clamp(0.0, 1.0)
+
+    def forward(self, points, output_normal=False):
+        out = {"density": self.forward_density(points), "features": self.feat.expand(points.shape[0], 3)}
+        if output_normal:
+            inside = (BALL - points.norm(dim=-1, keepdim=True)) > self.ramp
+            g = torch.Generator().manual_seed(0)
+            noise = torch.nn.functional.normalize(torch.randn(points.shape[0], 3, generator=g), dim=-1)
+            out["normal"] = torch.where(inside, noise, torch.nn.functional.normalize(points, dim=-1))
+        return out
+
+
+def lit(shade_at: str, geometry: Geometry) -> VolumeRenderer:
+    from models.materials.diffuse_with_point_light import DiffuseWithPointLight, DiffuseWithPointLightConfig
+
+    material = DiffuseWithPointLight(DiffuseWithPointLightConfig(
+        ambient_light_color=[0.4] * 3, diffuse_light_color=[0.6] * 3, ambient_only_steps=0, diffuse_prob=1.0, textureless_prob=0.0))
+    cfg = VolumeRendererConfig(num_samples_per_ray=512, randomized=False, grid_prune=False, shade_at=shade_at)
+    bg = SolidColorBackground(SolidColorBackgroundConfig(color=[1.0, 1.0, 1.0]))
+    return VolumeRenderer(cfg, geometry=geometry, material=material, background=bg)
+
+
+@pytest.mark.parametrize("shading", ["diffuse", "textureless", "albedo"])
+def test_surface_shading_is_per_sample_shading_on_a_hard_surface(shading):
+    """A hard ball (every ray's weight on its first samples): lighting once per ray at the composited
+    surface gives the per-sample image, under each of the material's shading choices."""
+    o, d = rays([0.0, 0.2, 0.35, 0.7])
+    light = torch.tensor([[-3.0, 0.0, 0.0], [-3.0, 1.0, 0.5]])
+    with torch.no_grad():
+        images = [lit(where, Ball()).eval()(o, d, light, shading=shading)["comp_rgb"] for where in ("samples", "surface")]
+    ball = Ball()
+    ball.sigma.data.fill_(2000.0)
+    with torch.no_grad():
+        hard = [lit(where, ball).eval()(o, d, light, shading=shading)["comp_rgb"] for where in ("samples", "surface")]
+    assert torch.allclose(hard[0], hard[1], atol=2e-3)
+    if shading == "albedo":  # no lighting at all: the same composite whatever the density
+        assert torch.allclose(images[0], images[1], atol=1e-6)
+
+
+def test_surface_shading_recovers_the_surface_light_under_noisy_interior_normals():
+    """Light reaching into a soft surface: per-sample shading mixes in the noisy interior normals and
+    comes out darker than the surface's true shading; shading at the surface does not."""
+    geo = SoftBallWithNoisyInside()
+    o, d = rays([0.0])
+    light = torch.tensor([[-3.0, 0.0, 0.0], [-3.0, 0.0, 0.0]])  # a head-light: the true shading is 1.0
+    with torch.no_grad():
+        per_sample = lit("samples", geo).eval()(o, d, light, shading="textureless")
+        surface = lit("surface", geo).eval()(o, d, light, shading="textureless")
+    opacity = per_sample["opacity"][0, 0, 0, 0]
+    assert opacity > 0.99
+    per_sample_light = per_sample["comp_rgb_fg"][0, 0, 0] / opacity
+    surface_light = surface["comp_rgb_fg"][0, 0, 0] / opacity
+    assert (per_sample_light < 0.9).all()  # interior noise darkens it
+    assert surface_light == pytest.approx([1.0, 1.0, 1.0], abs=0.05)
+
+
+def test_surface_shading_trains_albedo_and_normals_and_matches_chunked():
+    torch.manual_seed(0)
+    from models.encodings.hash_grid import HashGridConfig
+    from models.geometry.implicit_volume import ImplicitVolume, ImplicitVolumeConfig
+
+    def field():
+        torch.manual_seed(0)
+        enc = HashGridConfig(n_levels=4, log2_hashmap_size=12, base_resolution=8, per_level_scale=1.5, backend="torch")
+        geo = ImplicitVolume(ImplicitVolumeConfig(radius=1.0, pos_encoding=enc, density_blob_std=0.5))
+        with torch.no_grad():
+            geo.encoding.table.normal_(0, 0.5)
+        return geo
+
+    o, d = rays([0.0, 0.1, 0.3, -0.2], height=2)
+    light = torch.tensor([[-3.0, 0.0, 0.0], [-3.0, 1.0, 0.5]])
+    grads = []
+    for chunk in (None, 3):
+        ren = lit("surface", field())
+        ren.cfg.grad_chunk_rays = chunk
+        ren.train()
+        out = ren(o, d, light, shading="diffuse")
+        out["comp_rgb"].square().sum().backward()
+        grads.append((out["comp_rgb"].detach(), ren.geometry.encoding.table.grad.clone(), ren.geometry.feature_network[0].weight.grad.clone()))
+    assert grads[0][1].abs().sum() > 0 and grads[0][2].abs().sum() > 0
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_surface_shading_needs_a_material_that_shades():
+    from framework.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shade_at=surface"):
+        make(shade_at="surface")
